@@ -1,0 +1,42 @@
+# rsicrc: set-up, tests, benchmarks, demo and plugin package.
+# `make setup` works on a fresh Debian 12 machine (it installs QGIS from Debian when missing).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SYSTEM_PYTHON := /usr/bin/python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := qgis python3-qgis python3-venv xvfb
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup system-deps test bench demo package clean
+
+setup: system-deps $(VENV)/.installed
+
+system-deps:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PACKAGES); }
+
+# The venv sees the system site-packages so that QGIS's Python bindings (Debian's python3 only)
+# import in the same interpreter as the project.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+demo: setup
+	$(PY) -m rsicrc.pipeline.demo $(if $(MODEL),--model $(MODEL))
+
+package:
+	$(SYSTEM_PYTHON) tools/package_plugin.py dist
+
+clean:
+	rm -rf dist build *.egg-info .pytest_cache tests/artifacts benchmarks/results

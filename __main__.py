@@ -1,0 +1,5 @@
+import sys
+
+from rsicrc.pipeline.cli import main
+
+sys.exit(main())

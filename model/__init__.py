@@ -1,0 +1,1 @@
+"""The RSICRC change-captioning network (torch only)."""
