@@ -1,0 +1,355 @@
+"""RS-M-CLIP (multilingual remote-sensing CLIP) through open_clip.
+
+`load_clip(source)` accepts the hub id `hf-hub:joaodaniel/RS-M-CLIP` (also `org/name`), or a local
+folder holding the hub repo's files (`open_clip_config.json`, `open_clip_model.safetensors` or
+`open_clip_pytorch_model.bin`, the tokenizer files). A hub id is resolved to the snapshot folder of
+the Hugging Face cache (downloaded when online, cache only when HF_HUB_OFFLINE is set) and then
+loaded by the same folder loader as a local folder, so both paths behave the same.
+
+The text tower of RS-M-CLIP is a `transformers` XLM-RoBERTa that open_clip builds from
+`AutoConfig.from_pretrained(text_cfg.hf_model_name)`. That name ("xlm-roberta-base") is another hub
+repo, so a downloaded folder would not load offline. `clip_textcfg.resolve_text_config` finds that
+configuration locally and the folder loader points open_clip at it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .clip_textcfg import resolve_text_config
+from .errors import ModelLoadError
+
+DEFAULT_CLIP_SOURCE = "hf-hub:joaodaniel/RS-M-CLIP"
+HUB_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+CONFIG_FILE = "open_clip_config.json"
+# In open_clip's order of preference.
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                "open_clip_pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "sentencepiece.bpe.model")
+# Everything the folder loader reads; the one weights file is fetched separately so that a repo
+# holding both formats is not downloaded twice.
+_HUB_SMALL_FILES = [CONFIG_FILE, "config.json", *TOKENIZER_FILES]
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_CONTEXT_LENGTH = 77
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        from .device import resolve_device
+    except ImportError:
+        resolve_device = None
+    if resolve_device is not None:
+        return resolve_device(device)
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu")
+    return dev
+
+
+def _hub_offline() -> bool:
+    # huggingface_hub reads the variable at import time; the caller may have set it later.
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _offline_advice(repo_id: str) -> str:
+    return (f"download it on a machine with internet access "
+            f"(`huggingface-cli download {repo_id} --local-dir RS-M-CLIP`), copy that folder here "
+            f"and pass the folder instead of the hub id (e.g. `--clip-model /path/to/RS-M-CLIP`)")
+
+
+def snapshot_folder(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
+    """The local snapshot folder of a hub repo: downloaded if needed, cache only when offline."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    offline = _hub_offline()
+    where = f"hub repo {repo_id}" + (f" (revision {revision})" if revision else "")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
+                                        allow_patterns=_HUB_SMALL_FILES, local_files_only=offline))
+        if not any((folder / name).is_file() for name in WEIGHT_FILES):
+            for name in WEIGHT_FILES:
+                try:
+                    hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=offline)
+                    break
+                except EntryNotFoundError:
+                    continue
+                except LocalEntryNotFoundError:
+                    if offline:
+                        continue
+                    raise
+    except LocalEntryNotFoundError as exc:
+        state = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+        raise ModelLoadError(f"{where} is not in the local Hugging Face cache and {state}: "
+                             f"{_offline_advice(repo_id)}") from exc
+    except RevisionNotFoundError as exc:
+        raise ModelLoadError(f"{where}: no such revision on the hub") from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError(f"{where} does not exist on the hub (or is private): check the id, "
+                             f"or pass a local folder") from exc
+    except (OSError, ValueError) as exc:  # network and HTTP errors derive from these
+        raise ModelLoadError(f"could not download {where}: {exc}; {_offline_advice(repo_id)}") from exc
+    return folder
+
+
+def _source_folder(source: str, revision: str | None, cache_dir: str | None) -> tuple[Path, str]:
+    """(folder, hub repo id or None) for any accepted spelling of `source`."""
+    text = str(source).strip()
+    if not text:
+        raise ModelLoadError("empty RS-M-CLIP model source: give a hub id "
+                             f"({DEFAULT_CLIP_SOURCE}) or a local folder")
+    if text.startswith(HUB_PREFIX):
+        repo_id = text[len(HUB_PREFIX):].strip("/")
+        return snapshot_folder(repo_id, revision, cache_dir), repo_id
+    if text.startswith(LOCAL_PREFIX):
+        text = text[len(LOCAL_PREFIX):]
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"RS-M-CLIP model source {path} is a file: pass the folder that holds "
+                                 f"{CONFIG_FILE} and the weights")
+        return path, None
+    parts = text.split("/")
+    if len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and os.sep not in parts[0]:
+        return snapshot_folder(text, revision, cache_dir), text
+    raise ModelLoadError(f"RS-M-CLIP model source {text!r} is neither an existing folder nor a hub id "
+                         f"like {DEFAULT_CLIP_SOURCE}")
+
+
+def _read_open_clip_config(folder: Path) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{folder} has no {CONFIG_FILE}: it is not an open_clip model folder "
+                             f"(expected the files of the hub repo joaodaniel/RS-M-CLIP: {CONFIG_FILE}, "
+                             f"{WEIGHT_FILES[0]} or {WEIGHT_FILES[2]}, and the tokenizer files)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not readable JSON: {exc}") from exc
+    model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("vision_cfg"), dict) \
+            or not isinstance(model_cfg.get("text_cfg"), dict) or "embed_dim" not in model_cfg:
+        raise ModelLoadError(f"{path} lacks model_cfg with embed_dim, vision_cfg and text_cfg")
+    return config
+
+
+def _weights_file(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ModelLoadError(f"{folder} has no weights file ({', '.join(WEIGHT_FILES)}): copy the complete "
+                         f"hub repo folder")
+
+
+def _tokenizer(folder: Path, text_cfg: dict, offline: bool):
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    context_length = int(text_cfg.get("context_length") or DEFAULT_CONTEXT_LENGTH)
+    name = text_cfg.get("hf_tokenizer_name")
+    if not name:  # a CLIP-BPE text tower: open_clip ships its vocabulary
+        return open_clip.get_tokenizer(f"{LOCAL_PREFIX}{folder}")
+    if any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return open_clip.get_tokenizer(f"{LOCAL_PREFIX}{folder}")
+    # The repo has no tokenizer files: open_clip would ask the hub for `name`; the cache may hold it.
+    try:
+        return HFTokenizer(name, context_length=context_length,
+                           tokenizer_mode=text_cfg.get("tokenizer_mode"), local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{folder} has no tokenizer files and the tokenizer {name!r} is not in the local Hugging "
+            f"Face cache: on a machine with internet access run `huggingface-cli download {name} "
+            f"tokenizer.json tokenizer_config.json sentencepiece.bpe.model special_tokens_map.json "
+            f"--local-dir tok` and copy those files into {folder}") from exc
+
+
+def _load_folder(folder: Path, device: torch.device, source: str, cache_dir: str | None) -> "ClipEncoder":
+    import open_clip
+
+    folder = folder.resolve()
+    config = _read_open_clip_config(folder)
+    weights = _weights_file(folder)
+    model_cfg = config["model_cfg"]
+    text_cfg = dict(model_cfg["text_cfg"])
+    offline = _hub_offline()
+    with tempfile.TemporaryDirectory(prefix="rsicrc-clip-textcfg-") as scratch:
+        overrides = {}
+        if text_cfg.get("hf_model_name"):
+            text_cfg["hf_model_name"] = str(resolve_text_config(
+                text_cfg["hf_model_name"], folder, Path(scratch), cache_dir=cache_dir, offline=offline))
+            # The full checkpoint replaces every weight, so never fetch the base text weights.
+            text_cfg["hf_model_pretrained"] = False
+            overrides["text_cfg"] = text_cfg
+        try:
+            model = open_clip.create_model(f"{LOCAL_PREFIX}{folder}", device=device, precision="fp32",
+                                           pretrained_text=False, **overrides)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # open_clip and torch raise many kinds for a bad folder
+            raise ModelLoadError(f"could not build RS-M-CLIP from {folder}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+    tokenizer = _tokenizer(folder, model_cfg["text_cfg"], offline)
+    model.eval()
+    return ClipEncoder(model=model, tokenizer=tokenizer, source=source, sha256=_sha256(weights),
+                       embedding_dim=int(model_cfg["embed_dim"]), device=device, folder=folder,
+                       preprocess_cfg=dict(model.visual.preprocess_cfg))
+
+
+def load_clip(source: str = DEFAULT_CLIP_SOURCE, device: str | torch.device = "auto", *,
+              revision: str | None = None, cache_dir: str | None = None) -> "ClipEncoder":
+    """Load RS-M-CLIP (or any open_clip model folder of the same kind).
+
+    source: `hf-hub:org/name`, `org/name`, a local folder or `local-dir:<folder>`.
+    Raises ModelLoadError, whose message says what is wrong and what to do, for every problem.
+    """
+    dev = _resolve_device(device)
+    folder, repo_id = _source_folder(source, revision, cache_dir)
+    label = f"{HUB_PREFIX}{repo_id}" if repo_id else str(Path(folder).resolve())
+    return _load_folder(Path(folder), dev, label, cache_dir)
+
+
+@dataclass
+class ClipEncoder:
+    """A loaded RS-M-CLIP: batched, L2-normalised image and text embeddings (float32, CPU)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    source: str
+    sha256: str
+    embedding_dim: int
+    device: torch.device
+    folder: Path
+    preprocess_cfg: dict
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    @property
+    def logit_scale(self) -> float:
+        """The trained softmax temperature (exp of the model's log scale, capped at 100 as in CLIP)."""
+        return float(min(self.model.logit_scale.detach().float().exp().item(), 100.0))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_cfg["size"]
+        return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+
+    def preprocess(self, images) -> torch.Tensor:
+        """uint8 RGB (N,3,H,W) -> float32 (N,3,h,w) on the device, per the model's preprocess_cfg.
+
+        Tensor ops replace open_clip's PIL transforms so that batches stay in one array; resize
+        uses antialiased bicubic like PIL.
+        """
+        x = torch.as_tensor(images)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must be (N,3,H,W) RGB, got shape {tuple(x.shape)}")
+        if x.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8, got {x.dtype}")
+        x = x.to(self.device).float().div_(255.0)
+        x = _resize(x, self.image_size, self.preprocess_cfg.get("resize_mode", "shortest"),
+                    self.preprocess_cfg.get("interpolation", "bicubic"),
+                    float(self.preprocess_cfg.get("fill_color", 0)) / 255.0)
+        mean = torch.tensor(self.preprocess_cfg["mean"], device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess_cfg["std"], device=self.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @torch.inference_mode()
+    def encode_images(self, images, batch_size: int | None = None) -> torch.Tensor:
+        """uint8 RGB (N,3,H,W) -> (N, embedding_dim) float32 CPU, L2-normalised."""
+        step = int(batch_size or self.batch_size)
+        n = len(images)
+        if n == 0:
+            return torch.zeros((0, self.embedding_dim), dtype=torch.float32)
+        out = []
+        for start in range(0, n, step):
+            batch = self.preprocess(images[start:start + step])
+            feats = self.model.encode_image(batch, normalize=True)
+            out.append(feats.float().cpu())
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        """Texts in any supported language -> (N, embedding_dim) float32 CPU, L2-normalised."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings, not one string")
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"encode_text: {t!r} is not a string")
+        if not texts:
+            return torch.zeros((0, self.embedding_dim), dtype=torch.float32)
+        step = int(batch_size or self.batch_size)
+        out = []
+        for start in range(0, len(texts), step):
+            tokens = self.tokenizer(texts[start:start + step]).to(self.device)
+            feats = self.model.encode_text(tokens, normalize=True)
+            out.append(feats.float().cpu())
+        return torch.cat(out)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str, interpolation: str,
+            fill: float) -> torch.Tensor:
+    interp = {"bicubic": "bicubic", "bilinear": "bilinear", "random": "bicubic"}.get(interpolation)
+    if interp is None:
+        raise ValueError(f"unsupported preprocess interpolation {interpolation!r}")
+    h, w = x.shape[-2:]
+    th, tw = size
+
+    def scaled(nh: int, nw: int) -> torch.Tensor:
+        if (nh, nw) == (h, w):
+            return x
+        return F.interpolate(x, size=(nh, nw), mode=interp, align_corners=False,
+                             antialias=True).clamp_(0.0, 1.0)
+
+    if mode == "squash":
+        return scaled(th, tw)
+    if mode == "shortest":
+        # Scale so that the image covers the target (torchvision Resize(short side)), centre crop.
+        scale = max(th / h, tw / w)
+        y = scaled(max(th, round(h * scale)), max(tw, round(w * scale)))
+        top, left = (y.shape[-2] - th) // 2, (y.shape[-1] - tw) // 2
+        return y[..., top:top + th, left:left + tw]
+    if mode == "longest":
+        scale = min(th / h, tw / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        y = scaled(nh, nw)
+        canvas = torch.full((x.shape[0], 3, th, tw), fill, dtype=y.dtype, device=y.device)
+        top, left = (th - nh) // 2, (tw - nw) // 2
+        canvas[..., top:top + nh, left:left + nw] = y
+        return canvas
+    raise ValueError(f"unsupported preprocess resize_mode {mode!r}")
