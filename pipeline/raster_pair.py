@@ -1,0 +1,279 @@
+"""Open and check a BEFORE/AFTER pair, and describe the grid the tiles are cut from.
+
+Every check here runs before any model work, so a bad pair fails in a second with a one-line
+BadInput naming the file. The working grid is BEFORE's own grid, or BEFORE's extent resampled
+to --target-resolution. AFTER is read on that grid either directly (same CRS, same pixel size,
+origins a whole number of pixels apart) or through a GDAL warped VRT (--reproject, or when the
+grid is resampled).
+"""
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from .errors import BadInput
+from .stretch import needs_stretch, sample_limits, to_uint8
+
+# Origins may differ by this fraction of a pixel and still count as the same grid.
+ALIGN_TOLERANCE_PX = 0.05
+PIXEL_SIZE_RTOL = 1e-4
+LEVIR_PIXEL_M = 0.5
+# Pixel sizes outside [LEVIR/FAR, LEVIR*FAR] get a warning.
+FAR_FACTOR = 2.0
+METERS_PER_DEGREE = 111_320.0
+
+
+@dataclass
+class Grid:
+    crs: object
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def res(self):
+        return (self.transform.a, -self.transform.e)
+
+    def tile_bounds(self, row, col, size):
+        left, top = self.transform * (col, row)
+        right, bottom = self.transform * (col + size, row + size)
+        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+@dataclass
+class SourcePlan:
+    """How one date is read onto the working grid."""
+
+    path: str
+    bands: list
+    dtype: str
+    warp: bool  # read through a WarpedVRT onto the grid
+    offset: tuple = (0, 0)  # (col, row) of the grid's origin in this file's pixels, when not warped
+    limits: list = None  # stretch limits per band, None for uint8
+
+
+@dataclass
+class PairPlan:
+    grid: Grid
+    window: tuple  # overlap on the grid: (col_off, row_off, width, height)
+    before: SourcePlan
+    after: SourcePlan
+    warnings: list = field(default_factory=list)
+
+    def describe(self):
+        return {
+            "crs": self.grid.crs.to_string(),
+            "transform": list(self.grid.transform)[:6],
+            "grid_size": [self.grid.width, self.grid.height],
+            "overlap_window": list(self.window),
+            "bands": self.before.bands,
+            "stretch": {"before": self.before.limits, "after": self.after.limits},
+            "after_warped": self.after.warp,
+        }
+
+
+def parse_bands(text):
+    if text is None:
+        return None
+    try:
+        bands = [int(b) for b in str(text).split(",") if b.strip()]
+    except ValueError:
+        raise BadInput(f"--bands must be three comma-separated band numbers, got {text!r}") from None
+    if len(bands) != 3 or min(bands) < 1:
+        raise BadInput(f"--bands must be three band numbers from 1 (e.g. 4,3,2), got {text!r}")
+    return bands
+
+
+def _open(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as e:
+        first_line = str(e).splitlines()[0] if str(e) else "cannot be read"
+        reason = "no such file" if "No such file" in first_line else f"cannot be opened as a raster ({first_line})"
+        raise BadInput(reason, path) from None
+
+
+def _choose_bands(src, path, bands):
+    if bands is not None:
+        if max(bands) > src.count:
+            raise BadInput(f"has {src.count} band(s); --bands {','.join(map(str, bands))} asks for band {max(bands)}", path)
+        return bands
+    colour = [i + 1 for i, ci in enumerate(src.colorinterp) if ci != ColorInterp.alpha]
+    if len(colour) == 3:
+        return colour
+    raise BadInput(
+        f"has {len(colour)} non-alpha band(s); RGB needs three: pass --bands (e.g. --bands 4,3,2)", path
+    )
+
+
+def _check_georeferenced(src, path):
+    if src.crs is None:
+        raise BadInput("has no coordinate reference system (not georeferenced)", path)
+    t = src.transform
+    if t.b != 0 or t.d != 0:
+        raise BadInput("has a rotated geotransform; only north-up rasters are supported", path)
+    if t.e >= 0:
+        raise BadInput("is not north-up (positive pixel height); only north-up rasters are supported", path)
+    if np.dtype(src.dtypes[0]).kind == "c":
+        raise BadInput(f"has complex pixels ({src.dtypes[0]}); need integer or real bands", path)
+
+
+def _pixel_size_m(grid):
+    xres = grid.res[0]
+    if grid.crs.is_geographic:
+        return xres * METERS_PER_DEGREE
+    try:
+        return xres * grid.crs.linear_units_factor[1]
+    except Exception:  # a CRS without a linear unit: cannot compare, keep quiet
+        return None
+
+
+def _same_grid_problem(b, a):
+    """None when AFTER's grid equals BEFORE's up to whole-pixel shifts, else what differs."""
+    if b.crs != a.crs:
+        return f"CRS {a.crs.to_string()} differs from BEFORE's {b.crs.to_string()}"
+    bx, by = b.res
+    ax, ay = a.res
+    if not (math.isclose(ax, bx, rel_tol=PIXEL_SIZE_RTOL) and math.isclose(ay, by, rel_tol=PIXEL_SIZE_RTOL)):
+        return f"pixel size {ax:g} x {ay:g} differs from BEFORE's {bx:g} x {by:g}"
+    dx = (a.transform.c - b.transform.c) / bx
+    dy = (b.transform.f - a.transform.f) / by
+    shift = max(abs(dx - round(dx)), abs(dy - round(dy)))
+    if shift > ALIGN_TOLERANCE_PX:
+        return f"grid is shifted by {shift:.2f} px against BEFORE's (more than {ALIGN_TOLERANCE_PX} px)"
+    return None
+
+
+def _overlap_window(grid, bounds):
+    """Whole grid pixels inside both the grid and `bounds` (in grid CRS): (col, row, w, h)."""
+    inv = ~grid.transform
+    left, bottom, right, top = bounds
+    c0, r0 = inv * (left, top)
+    c1, r1 = inv * (right, bottom)
+    eps = ALIGN_TOLERANCE_PX
+    col0 = max(0, math.ceil(min(c0, c1) - eps))
+    row0 = max(0, math.ceil(min(r0, r1) - eps))
+    col1 = min(grid.width, math.floor(max(c0, c1) + eps))
+    row1 = min(grid.height, math.floor(max(r0, r1) + eps))
+    return col0, row0, col1 - col0, row1 - row0
+
+
+def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=False, target_resolution=None):
+    """Check the pair and return the PairPlan, or raise BadInput."""
+    before_path, after_path = str(before_path), str(after_path)
+    with _open(before_path) as b, _open(after_path) as a:
+        for src, path in ((b, before_path), (a, after_path)):
+            _check_georeferenced(src, path)
+        b_bands = _choose_bands(b, before_path, bands)
+        a_bands = _choose_bands(a, after_path, bands)
+
+        if target_resolution is not None:
+            if target_resolution <= 0:
+                raise BadInput(f"--target-resolution must be positive, got {target_resolution}")
+            width = int(b.width * b.res[0] / target_resolution)
+            height = int(b.height * b.res[1] / target_resolution)
+            transform = Affine(target_resolution, 0, b.transform.c, 0, -target_resolution, b.transform.f)
+            grid = Grid(b.crs, transform, width, height)
+            warp_before = warp_after = True
+        else:
+            grid = Grid(b.crs, b.transform, b.width, b.height)
+            warp_before = False
+            problem = _same_grid_problem(b, a)
+            if problem and not reproject:
+                raise BadInput(f"{problem}; resample it onto BEFORE's grid or pass --reproject", after_path)
+            warp_after = problem is not None
+
+        after_bounds = a.bounds
+        if a.crs != grid.crs:
+            after_bounds = transform_bounds(a.crs, grid.crs, *a.bounds, densify_pts=21)
+        window = _overlap_window(grid, after_bounds)
+        if window[2] <= 0 or window[3] <= 0:
+            raise BadInput(f"does not overlap BEFORE ({before_path})", after_path)
+        if window[2] < tile_size or window[3] < tile_size:
+            raise BadInput(
+                f"overlaps BEFORE by only {window[2]} x {window[3]} px, smaller than one {tile_size} px tile",
+                after_path,
+            )
+
+        notes = []
+        size_m = _pixel_size_m(grid)
+        if size_m is not None and not (LEVIR_PIXEL_M / FAR_FACTOR <= size_m <= LEVIR_PIXEL_M * FAR_FACTOR):
+            notes.append(
+                f"pixel size is about {size_m:.3g} m, far from LEVIR-CC's {LEVIR_PIXEL_M} m that the model "
+                f"was trained on; captions may be less reliable (--target-resolution resamples)"
+            )
+
+        def source(src, path, chosen, warp):
+            if warp:
+                offset = (0, 0)
+            else:
+                ox, oy = ~src.transform * (grid.transform.c, grid.transform.f)
+                offset = (int(round(ox)), int(round(oy)))
+            return SourcePlan(path, chosen, src.dtypes[chosen[0] - 1], warp, offset)
+
+        plan = PairPlan(grid, window, source(b, before_path, b_bands, warp_before),
+                        source(a, after_path, a_bands, warp_after), notes)
+
+    for sp in (plan.before, plan.after):
+        if any(needs_stretch(d) for d in _dtypes(sp)):
+            with open_on_grid(sp, plan.grid) as reader:
+                sp.limits = sample_limits(reader.src, sp.bands, reader.window(plan.window), sp.path)
+    return plan
+
+
+def _dtypes(sp):
+    with _open(sp.path) as src:
+        return [src.dtypes[i - 1] for i in sp.bands]
+
+
+class GridReader:
+    """Reads one date's tiles on the working grid: uint8 RGB plus a validity mask."""
+
+    def __init__(self, plan, grid):
+        self.plan = plan
+        self._file = _open(plan.path)
+        self.src = self._file
+        if plan.warp:
+            self.src = WarpedVRT(self._file, crs=grid.crs, transform=grid.transform, width=grid.width,
+                                 height=grid.height, resampling=Resampling.bilinear)
+
+    def window(self, grid_window):
+        col, row, width, height = grid_window
+        dc, dr = self.plan.offset
+        return Window(col - dc, row - dr, width, height)
+
+    def read(self, grid_window):
+        """(rgb uint8 (3,H,W), valid bool (H,W)); invalid pixels are set to black."""
+        win = self.window(grid_window)
+        data = self.src.read(self.plan.bands, window=win)
+        masks = self.src.read_masks(self.plan.bands, window=win)
+        valid = np.all(masks > 0, axis=0)
+        if data.dtype.kind == "f":
+            valid &= np.all(np.isfinite(data), axis=0)
+        rgb = to_uint8(data, self.plan.limits)
+        rgb[:, ~valid] = 0
+        return rgb, valid
+
+    def close(self):
+        if self.src is not self._file:
+            self.src.close()
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_on_grid(plan, grid):
+    return GridReader(plan, grid)
