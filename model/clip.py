@@ -340,9 +340,10 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str, interpolation: st
         return scaled(th, tw)
     if mode == "shortest":
         # Scale so that the image covers the target (torchvision Resize(short side)), centre crop.
+        # Truncation and rounding as torchvision's Resize and CenterCrop do them.
         scale = max(th / h, tw / w)
-        y = scaled(max(th, round(h * scale)), max(tw, round(w * scale)))
-        top, left = (y.shape[-2] - th) // 2, (y.shape[-1] - tw) // 2
+        y = scaled(max(th, int(h * scale)), max(tw, int(w * scale)))
+        top, left = int(round((y.shape[-2] - th) / 2.0)), int(round((y.shape[-1] - tw) / 2.0))
         return y[..., top:top + th, left:left + tw]
     if mode == "longest":
         scale = min(th / h, tw / w)

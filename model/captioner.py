@@ -1,0 +1,145 @@
+"""Captioner: the public face of the RSICRC model (captions, embeddings, change scores)."""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import change_score as _change
+from .device import resolve_device, resolve_dtype
+from .errors import ModelLoadError
+from .loading import (DEFAULT_SOURCE, WEIGHTS, build_network, read_config, read_state_dict,
+                      read_vocab, resolve_folder, sha256_of)
+from .preprocess import preprocess as _preprocess
+
+
+@dataclass
+class PairResult:
+    captions: list
+    embeddings: torch.Tensor      # (N, d) float32 CPU, L2-normalised
+    change_scores: torch.Tensor   # (N,) float32 CPU in [0, 1]
+    changed: list                 # caption is not a "no change" sentence
+
+
+def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
+    """Load RSICRC from a Hugging Face repo id or a local folder; ModelLoadError says what is wrong."""
+    try:
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    folder = resolve_folder(source, revision)
+    cfg, raw_cfg = read_config(folder)
+    vocab = read_vocab(folder)
+    weights = folder / WEIGHTS
+    net = build_network(cfg, vocab, read_state_dict(weights), weights)
+    net = net.to(device=dev, dtype=dt)
+    return Captioner(net, vocab, cfg, raw_cfg, source=str(source), sha256=sha256_of(weights),
+                     device=dev, dtype=dt)
+
+
+class Captioner:
+    def __init__(self, net, vocab, cfg, raw_config, source, sha256, device, dtype):
+        self.net = net
+        self.vocab = vocab
+        self.cfg = cfg
+        self.config = dict(raw_config)
+        self.source = source
+        self.sha256 = sha256
+        self.device = device
+        self.dtype = dtype
+        self._no_change_ids = _change.sentence_token_ids(vocab)
+
+    @property
+    def embedding_dim(self):
+        return self.cfg.d_model
+
+    # -- images -----------------------------------------------------------------------------
+    def preprocess(self, images):
+        """uint8 RGB (N, 3, H, W) -> float32 (N, 3, 224, 224) on the model's device."""
+        return _preprocess(images, device=self.device)
+
+    def _inputs(self, before, after):
+        if before.shape != after.shape or before.dim() != 4:
+            raise ValueError(f"before and after must be preprocessed batches of one shape, got "
+                             f"{tuple(before.shape)} and {tuple(after.shape)}")
+        return (before.to(self.device, self.dtype), after.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def _encode(self, before, after):
+        return self.net.encoder(*self._inputs(before, after))
+
+    @staticmethod
+    def _normalised_cpu(x):
+        return F.normalize(x.float(), dim=-1).cpu()
+
+    def encode_pairs(self, before, after):
+        """Preprocessed pairs -> L2-normalised pair embeddings (N, d), float32 on the CPU."""
+        _, pooled = self._encode(before, after)
+        return self._normalised_cpu(pooled)
+
+    @torch.inference_mode()
+    def _greedy(self, memory):
+        return self.net.decoder.greedy(memory, self.vocab.start, self.vocab.end)
+
+    def generate(self, before, after):
+        """Greedy token ids per pair: START first, END last when reached."""
+        memory, _ = self._encode(before, after)
+        return self._greedy(memory)
+
+    def caption(self, before, after):
+        return [self.vocab.decode(ids) for ids in self.generate(before, after)]
+
+    def caption_and_embed(self, before, after):
+        """Captions and pair embeddings from one encoder pass."""
+        memory, pooled = self._encode(before, after)
+        captions = [self.vocab.decode(ids) for ids in self._greedy(memory)]
+        return captions, self._normalised_cpu(pooled)
+
+    @torch.inference_mode()
+    def describe_pairs(self, before, after):
+        """Captions, embeddings, change scores and the changed flag from one encoder pass."""
+        memory, pooled = self._encode(before, after)
+        captions = [self.vocab.decode(ids) for ids in self._greedy(memory)]
+        changed = [not self.is_no_change(c) for c in captions]
+        if self._no_change_ids:
+            scores = _change.change_scores(self.net.decoder, memory, self._no_change_ids, self.vocab.pad)
+            scores = scores.float().cpu()
+        else:  # a vocabulary without any "no change" sentence: only the caption can tell
+            scores = torch.tensor([1.0 if c else 0.0 for c in changed])
+        return PairResult(captions, self._normalised_cpu(pooled), scores, changed)
+
+    # -- text -------------------------------------------------------------------------------
+    def tokenize(self, text):
+        return self.vocab.tokenize(text)
+
+    def unknown_words(self, text):
+        return self.vocab.tokenize(text).unknown
+
+    @staticmethod
+    def is_no_change(caption):
+        return _change.is_no_change(caption)
+
+    @torch.inference_mode()
+    def embed_text(self, texts):
+        """Texts -> L2-normalised embeddings (N, d): uni-decoder state at the END token."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            return torch.zeros(0, self.embedding_dim)
+        limit = self.cfg.max_len
+        seqs = []
+        for text in texts:
+            ids = self.vocab.tokenize(text).ids
+            if len(ids) > limit:  # the position table ends at max_len: keep the first words
+                ids = ids[:limit - 1] + [self.vocab.end]
+            seqs.append(ids)
+        longest = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), longest), self.vocab.pad, dtype=torch.long, device=self.device)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s, device=self.device)
+        states = self.net.decoder.text_states(ids)
+        last = torch.tensor([len(s) - 1 for s in seqs], device=self.device)
+        return self._normalised_cpu(states[torch.arange(len(seqs), device=self.device), last])
+
+
+__all__ = ["Captioner", "PairResult", "load_model", "ModelLoadError"]

@@ -1,0 +1,188 @@
+"""The RSICRC caption decoder, with a key/value cache for greedy decoding.
+
+Parameter names follow the released state dict (`decoder.*`). Attention reuses the weights of
+torch's MultiheadAttention modules but runs its own projections, so that one step of greedy
+decoding attends with the new token only and reads the earlier keys and values from a cache.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SinusoidalPositions(nn.Module):
+    def __init__(self, max_len, d_model):
+        super().__init__()
+        self.register_buffer("pe", torch.zeros(1, max_len, d_model))  # stored in the checkpoint
+
+    def table(self):
+        return self.pe[0]
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, max_len, d_model):
+        super().__init__()
+        self.pos_emb = nn.Embedding(max_len, d_model)
+
+    def table(self):
+        return self.pos_emb.weight
+
+
+def _split_heads(x, heads):
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def _merge_heads(x):
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class CachedAttention:
+    """Functional view of an nn.MultiheadAttention's weights: q, k, v projections and output."""
+
+    def __init__(self, mha):
+        self.mha = mha
+        self.heads = mha.num_heads
+
+    def _proj(self, x, part):
+        c = self.mha.embed_dim
+        w = self.mha.in_proj_weight[part * c:(part + 1) * c]
+        b = self.mha.in_proj_bias[part * c:(part + 1) * c]
+        return _split_heads(F.linear(x, w, b), self.heads)
+
+    def query(self, x):
+        return self._proj(x, 0)
+
+    def keys_values(self, x):
+        return self._proj(x, 1), self._proj(x, 2)
+
+    def output(self, q, k, v, causal=False):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.mha.out_proj(_merge_heads(out))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model, heads, prenorm, cross):
+        super().__init__()
+        self.prenorm = prenorm
+        self.self_attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.ff_linear1 = nn.Linear(d_model, 4 * d_model)
+        self.ff_linear2 = nn.Linear(4 * d_model, d_model)
+        self.sa_norm = nn.LayerNorm(d_model)
+        self.ff_norm = nn.LayerNorm(d_model)
+        if cross:
+            self.cross_attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+            self.mha_norm = nn.LayerNorm(d_model)
+        else:
+            self.cross_attn = None
+
+    def _ff(self, x):
+        return self.ff_linear2(F.gelu(self.ff_linear1(x)))
+
+    def _residual(self, x, norm, fn):
+        if self.prenorm:
+            return x + fn(norm(x))
+        return norm(x + fn(x))
+
+    def forward(self, x, cross_kv=None, cache=None, step=None):
+        """Full causal pass when cache is None; else one new position `step` per row.
+
+        cross_kv: (k, v) of the visual tokens for this layer; cache: (k_buf, v_buf) of shape
+        (B, H, max_len, head_dim) that this call fills at position `step`.
+        """
+        sa = CachedAttention(self.self_attn)
+
+        def self_attention(h):
+            q = sa.query(h)
+            k, v = sa.keys_values(h)
+            if cache is None:
+                return sa.output(q, k, v, causal=True)
+            k_buf, v_buf = cache
+            k_buf[:, :, step] = k[:, :, 0]
+            v_buf[:, :, step] = v[:, :, 0]
+            return sa.output(q, k_buf[:, :, :step + 1], v_buf[:, :, :step + 1])
+
+        x = self._residual(x, self.sa_norm, self_attention)
+        if self.cross_attn is not None:
+            ca = CachedAttention(self.cross_attn)
+            x = self._residual(x, self.mha_norm, lambda h: ca.output(ca.query(h), *cross_kv))
+        return self._residual(x, self.ff_norm, self._ff)
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(self, cfg, vocab_size):
+        super().__init__()
+        d = cfg.d_model
+        self.max_len = cfg.max_len
+        self.tokens_embed = nn.Embedding(vocab_size, d)
+        positions = LearnedPositions if cfg.learnable else SinusoidalPositions
+        self.position_encoding = positions(cfg.max_len, d)
+        self.uni_decoder = nn.ModuleList(DecoderLayer(d, cfg.num_heads, cfg.prenorm, cross=False)
+                                         for _ in range(cfg.decoder_layers))
+        self.cross_decoder = nn.ModuleList(DecoderLayer(d, cfg.num_heads, cfg.prenorm, cross=True)
+                                           for _ in range(cfg.decoder_layers))
+        self.lm_head = nn.Linear(d, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tokens_embed.weight
+
+    def embed(self, ids, start=0):
+        pos = self.position_encoding.table()[start:start + ids.shape[1]]
+        return self.tokens_embed(ids) + pos.to(self.tokens_embed.weight.dtype)
+
+    def cross_keys_values(self, memory):
+        return [CachedAttention(layer.cross_attn).keys_values(memory) for layer in self.cross_decoder]
+
+    def text_states(self, ids):
+        """Uni-decoder output for token ids (B, L): the text side used for retrieval."""
+        x = self.embed(ids)
+        for layer in self.uni_decoder:
+            x = layer(x)
+        return x
+
+    def cross_logits(self, text_states, cross_kv):
+        """Teacher-forced logits (B, L, V) from uni-decoder states and the visual keys/values."""
+        x = text_states
+        for layer, kv in zip(self.cross_decoder, cross_kv):
+            x = layer(x, cross_kv=kv)
+        return self.lm_head(x)
+
+    def logits(self, ids, memory):
+        """Teacher-forced logits (B, L, V) for token ids given visual tokens (B, M, C)."""
+        return self.cross_logits(self.text_states(ids), self.cross_keys_values(memory))
+
+    def greedy(self, memory, start_id, end_id):
+        """Greedy decoding of every row at once; a row leaves the batch when it emits END.
+
+        Returns one list of ids per row: START first, END last when reached, at most max_len
+        new ids (as the official loop: the longest prefix fed back is max_len positions).
+        """
+        n = memory.shape[0]
+        device = memory.device
+        outputs = [[start_id] for _ in range(n)]
+        alive = torch.arange(n, device=device)
+        cross_kv = self.cross_keys_values(memory)
+        layers = list(self.uni_decoder) + list(self.cross_decoder)
+        heads = self.uni_decoder[0].self_attn.num_heads
+        head_dim = memory.shape[-1] // heads
+        caches = [tuple(memory.new_empty(n, heads, self.max_len, head_dim) for _ in range(2))
+                  for _ in layers]
+        token = torch.full((n, 1), start_id, dtype=torch.long, device=device)
+        for step in range(self.max_len):
+            x = self.embed(token, start=step)
+            for i, layer in enumerate(self.uni_decoder):
+                x = layer(x, cache=caches[i], step=step)
+            for j, layer in enumerate(self.cross_decoder):
+                x = layer(x, cross_kv=cross_kv[j], cache=caches[len(self.uni_decoder) + j], step=step)
+            next_ids = self.lm_head(x[:, -1]).argmax(dim=-1)
+            for row, tok in zip(alive.tolist(), next_ids.tolist()):
+                outputs[row].append(tok)
+            keep = next_ids != end_id
+            if not bool(keep.all()):
+                if not bool(keep.any()):
+                    break
+                idx = keep.nonzero().squeeze(1)
+                alive, next_ids = alive[idx], next_ids[idx]
+                caches = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in caches]
+                cross_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cross_kv]
+            token = next_ids.unsqueeze(1)
+        return outputs
