@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip_textcfg import resolve_text_config
+from .device import resolve_device
 from .errors import ModelLoadError
 
 DEFAULT_CLIP_SOURCE = "hf-hub:joaodaniel/RS-M-CLIP"
@@ -47,27 +48,9 @@ DEFAULT_CONTEXT_LENGTH = 77
 
 def _resolve_device(device: str | torch.device) -> torch.device:
     try:
-        from .device import resolve_device
-    except ImportError:
-        resolve_device = None
-    if resolve_device is not None:
         return resolve_device(device)
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu")
-    return dev
+    except ValueError as exc:  # load_clip reports every load problem as ModelLoadError
+        raise ModelLoadError(str(exc)) from exc
 
 
 def _hub_offline() -> bool:
