@@ -1,0 +1,70 @@
+"""The dialog's caption run as a QgsTask: progress in the task manager, cancel kills the child."""
+from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
+from qgis.PyQt.QtCore import pyqtSignal
+
+from . import caption_job
+from .environment import EnvironmentProblem
+from .styling import style_result_layer
+from .worker_process import Canceled, CliFailure
+
+LOG_TAG = "RSICRC"
+
+
+class CaptionTask(QgsTask):
+    # Emitted on the main thread once the task is over: (layer or None, message, level, is_env)
+    finishedWithResult = pyqtSignal(object, str, int, bool)
+
+    def __init__(self, args, output, layer_name="Changes", python=None):
+        super().__init__(f"RSICRC: captioning changes into {output}", QgsTask.CanCancel)
+        self.args = args
+        self.output = output
+        self.layer_name = layer_name
+        self.python = python
+        self.result = None
+        self.error = None
+        self.warnings = []
+
+    def _on_event(self, event):
+        kind = event["event"]
+        if kind in ("start", "progress") and event.get("total"):
+            self.setProgress(100.0 * event.get("done", 0) / event["total"])
+        elif kind == "warning":
+            self.warnings.append(event.get("message", ""))
+            QgsMessageLog.logMessage(event.get("message", ""), LOG_TAG, Qgis.Warning)
+
+    def run(self):
+        try:
+            self.result = caption_job.run_caption(
+                self.args, on_event=self._on_event, is_canceled=self.isCanceled,
+                on_log=lambda text: QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Info),
+                python=self.python)
+            return True
+        except Canceled as exc:
+            self.error = exc
+        except (CliFailure, EnvironmentProblem) as exc:
+            self.error = exc
+        except Exception as exc:  # noqa: BLE001 - report, never a traceback dialog
+            self.error = CliFailure(f"{type(exc).__name__}: {exc}")
+        return False
+
+    def finished(self, ok):
+        if ok:
+            layer = QgsVectorLayer(caption_job.layer_uri(self.output), self.layer_name, "ogr")
+            if not layer.isValid():
+                self.finishedWithResult.emit(None, f"rsicrc finished but {self.output} cannot be "
+                                                   "opened as a layer.", Qgis.Critical, False)
+                return
+            style_result_layer(layer)
+            QgsProject.instance().addMapLayer(layer)
+            done = self.result.done or {}
+            message = (f"{done.get('features', layer.featureCount())} tiles captioned into "
+                       f"{self.output}" + (f", {done['skipped']} skipped" if done.get("skipped") else ""))
+            if self.warnings:
+                message += f" ({len(self.warnings)} warning(s), see the RSICRC log)"
+            self.finishedWithResult.emit(layer, message, Qgis.Success, False)
+        elif isinstance(self.error, Canceled) or (self.error is None and self.isCanceled()):
+            self.finishedWithResult.emit(None, f"Captioning cancelled; run again with the same "
+                                               f"output ({self.output}) to resume.", Qgis.Info, False)
+        else:
+            self.finishedWithResult.emit(None, str(self.error or "Captioning failed."),
+                                         Qgis.Critical, isinstance(self.error, EnvironmentProblem))

@@ -1,0 +1,1 @@
+"""The "RSICRC" Processing provider and its algorithms."""

@@ -1,0 +1,20 @@
+"""Style a result layer once Processing has loaded it into the project (main thread)."""
+from qgis.core import QgsProcessingLayerPostProcessorInterface
+
+from ..styling import style_result_layer
+
+
+class StyleResultLayer(QgsProcessingLayerPostProcessorInterface):
+    _keep = []  # Processing does not own post-processors; keep them alive until used
+
+    def __init__(self, select_expression=None):
+        super().__init__()
+        self.select_expression = select_expression
+        StyleResultLayer._keep.append(self)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - Qt signature
+        style_result_layer(layer)
+        if self.select_expression and hasattr(layer, "selectByExpression"):
+            layer.selectByExpression(self.select_expression)
+        if self in StyleResultLayer._keep:
+            StyleResultLayer._keep.remove(self)

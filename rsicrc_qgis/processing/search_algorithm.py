@@ -1,0 +1,159 @@
+from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingAlgorithm,
+    QgsProject,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .. import result_layer, scoring, search_core, settings
+from ..environment import EnvironmentProblem
+from ..layer_search import SearchProblem
+from ..search_worker import WorkerError, shared_worker
+from ..worker_process import Canceled
+from .layer_post_processor import StyleResultLayer
+
+HELP = """Scores every tile of a layer made by "Caption changes between two rasters" (or by
+`rsicrc caption`) against a text, from the embeddings stored in the layer: no image is read
+again. The output is a copy of the layer with the score field; the TOP best tiles are
+selected in the input layer and in the output.
+
+Method "RSICRC" compares with the captioning model's text embedding (English, the model's
+vocabulary; unknown words are reported). "Multilingual (RS-M-CLIP)" needs a layer captioned
+with RS-M-CLIP embeddings; it compares with the BEFORE or AFTER image, or with "appeared"
+ranks what matches the text after but not before."""
+
+METHODS = ("RSICRC (caption model)", "Multilingual (RS-M-CLIP)")
+WHEN = ("after", "before")
+
+
+def select_expression(layer, fids):
+    """The best tiles as an expression on tile_id, which the output keeps (its fids may not)."""
+    if layer.fields().indexOf("tile_id") < 0 or not fids:
+        return None
+    ids = [str(int(layer.getFeature(f)["tile_id"])) for f in fids]
+    return f'"tile_id" IN ({", ".join(ids)})'
+
+
+class SearchChangesAlgorithm(QgsProcessingAlgorithm):
+    INPUT, QUERY, FIELD, TOP = "INPUT", "QUERY", "FIELD", "TOP"
+    METHOD, WHEN, APPEARED, OUTPUT = "METHOD", "WHEN", "APPEARED", "OUTPUT"
+
+    def __init__(self):
+        super().__init__()
+        self._select = None
+
+    def createInstance(self):
+        return SearchChangesAlgorithm()
+
+    def name(self):
+        return "searchchanges"
+
+    def displayName(self):
+        return "Search changes by text"
+
+    def shortHelpString(self):
+        return HELP
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.INPUT, "Result layer (from Caption changes)", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterString(self.QUERY, "Text to look for"))
+        self.addParameter(QgsProcessingParameterString(
+            self.FIELD, "Score field", defaultValue=settings.DEFAULT_SEARCH_FIELD))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TOP, "Number of best tiles to select", QgsProcessingParameterNumber.Integer,
+            10, minValue=1))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.METHOD, "Method", options=list(METHODS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.WHEN, "RS-M-CLIP: compare with the image", options=list(WHEN), defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.APPEARED, "RS-M-CLIP: rank what appeared (matches now, not before)",
+            defaultValue=False))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            self.OUTPUT, "Scored changes", QgsProcessing.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        text = self.parameterAsString(parameters, self.QUERY, context)
+        field_name = self.parameterAsString(parameters, self.FIELD, context).strip()
+        top = self.parameterAsInt(parameters, self.TOP, context)
+        mode = (search_core.MODE_CLIP if self.parameterAsEnum(parameters, self.METHOD, context)
+                else search_core.MODE_CAPTION)
+        when = WHEN[self.parameterAsEnum(parameters, self.WHEN, context)]
+        appeared = self.parameterAsBool(parameters, self.APPEARED, context)
+        if layer is None:
+            raise QgsProcessingException("INPUT: choose a result layer.")
+        if not field_name or not field_name.replace("_", "").isalnum():
+            raise QgsProcessingException(f"FIELD: \"{field_name}\" is not a usable field name "
+                                         "(letters, digits and _).")
+        feedback.pushInfo(f"Scoring the tiles of \"{layer.name()}\" against \"{text}\"")
+        try:
+            meta = result_layer.layer_metadata(layer)
+            worker = shared_worker(device=settings.device())
+            outcome = search_core.score_features(layer, text, worker, meta, mode, when, appeared,
+                                                 is_canceled=feedback.isCanceled)
+        except Canceled:
+            raise QgsProcessingException("Cancelled.") from None
+        except (result_layer.NotAResultLayer, SearchProblem, WorkerError,
+                EnvironmentProblem) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        if outcome.unknown_words:
+            feedback.pushWarning("Words the model does not know (ignored): "
+                                 + ", ".join(outcome.unknown_words))
+        if outcome.skipped:
+            feedback.pushWarning(f"{len(outcome.skipped)} features have no usable embedding; "
+                                 "their score is empty.")
+        feedback.setProgress(50)
+
+        fields = QgsFields(layer.fields())
+        if fields.indexOf(field_name) < 0:
+            fields.append(QgsField(field_name, QVariant.Double))
+        elif fields.field(field_name).type() not in (QVariant.Double, QVariant.Int, QVariant.LongLong):
+            raise QgsProcessingException(f"FIELD: \"{field_name}\" exists and is not numeric.")
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
+                                          layer.wkbType(), layer.sourceCrs())
+        if sink is None:
+            raise QgsProcessingException("OUTPUT cannot be created.")
+        score_of = {fid: float(s) for fid, s in zip(outcome.fids, outcome.scores)}
+        score_idx = fields.indexOf(field_name)
+        best_fids = [outcome.fids[i] for i in scoring.top_indices(outcome.scores, top)]
+        for feature in layer.getFeatures():
+            if feedback.isCanceled():
+                raise QgsProcessingException("Cancelled.")
+            attrs = list(feature.attributes())
+            attrs += [None] * (fields.count() - len(attrs))
+            attrs[score_idx] = score_of.get(feature.id())
+            out = QgsFeature(fields)
+            out.setGeometry(feature.geometry())
+            out.setAttributes(attrs)
+            sink.addFeature(out, QgsFeatureSink.FastInsert)
+        for rank, fid in enumerate(best_fids[:5], 1):
+            feedback.pushInfo(f"{rank}. {score_of[fid]:.3f}  "
+                              f"{layer.getFeature(fid)['caption'] if layer.fields().indexOf('caption') >= 0 else fid}")
+        self._select = (layer.id(), best_fids)
+        if context.willLoadLayerOnCompletion(dest):
+            details = context.layerToLoadOnCompletionDetails(dest)
+            details.setPostProcessor(StyleResultLayer(select_expression(layer, best_fids)))
+        feedback.setProgress(100)
+        return {self.OUTPUT: dest}
+
+    def postProcessAlgorithm(self, context, feedback):
+        # Runs on the main thread: the only safe place to change a project layer's selection.
+        if self._select:
+            layer_id, fids = self._select
+            layer = QgsProject.instance().mapLayer(layer_id) or context.getMapLayer(layer_id)
+            if layer is not None:
+                layer.selectByIds(fids)
+        return {}

@@ -1,0 +1,104 @@
+"""Scoring a result layer's features against a text: what the dock and rsicrc:searchchanges share.
+
+The text embedding comes from the search worker with the model named in the layer's metadata
+(the model that made the embeddings); the comparison itself is numpy here, the same dot
+product of L2-normalised vectors that `rsicrc search` computes. The three steps are separate
+because the dock reads the layer on the main thread and waits for the worker on another.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import clip_scoring, result_layer
+from .layer_search import SearchProblem, read_embeddings
+
+MODE_CAPTION = "caption"
+MODE_CLIP = "clip"
+
+
+@dataclass
+class PreparedSearch:
+    layer_name: str
+    mode: str
+    source: str
+    sha256: str
+    fids: list
+    matrix: np.ndarray  # caption mode: pair embeddings; clip mode: BEFORE images
+    after: np.ndarray = None  # clip mode: AFTER images
+    skipped: list = field(default_factory=list)
+
+
+@dataclass
+class SearchOutcome:
+    fids: list
+    scores: np.ndarray
+    unknown_words: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    model_source: str = ""
+
+
+def prepare(layer, meta=None, mode=MODE_CAPTION):
+    """Read what the search compares with (main thread: it reads the layer's features)."""
+    if meta is None:
+        meta = result_layer.layer_metadata(layer)
+    if mode == MODE_CLIP:
+        source = meta.get("clip_model_source")
+        if not source:
+            raise SearchProblem(f"Layer \"{layer.name()}\" has no RS-M-CLIP embeddings; caption it "
+                                "with RS-M-CLIP embeddings (--clip) to search in other languages.")
+        dim = meta.get("clip_embedding_dim")
+        before = read_embeddings(layer, "clip_before", dim)
+        after = read_embeddings(layer, "clip_after", dim)
+        common = [f for f in before.fids if f in set(after.fids)]
+        if common != before.fids or common != after.fids:
+            pos_b = {f: i for i, f in enumerate(before.fids)}
+            pos_a = {f: i for i, f in enumerate(after.fids)}
+            before.matrix = before.matrix[[pos_b[f] for f in common]]
+            after.matrix = after.matrix[[pos_a[f] for f in common]]
+        skipped = sorted(set(before.skipped) | set(after.skipped))
+        return PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "",
+                              common, before.matrix, after.matrix, skipped)
+    source = meta.get("model_source")
+    if not source:
+        raise SearchProblem(f"Layer \"{layer.name()}\" does not say which model made it "
+                            "(rsicrc_metadata has no model_source).")
+    emb = read_embeddings(layer, result_layer.EMBEDDING_FIELD, meta.get("embedding_dim"))
+    return PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", emb.fids,
+                          emb.matrix, None, emb.skipped)
+
+
+def embed_query(prepared, text, worker, is_canceled=None):
+    """Ask the worker for the text embedding (any thread)."""
+    text = (text or "").strip()
+    if not text:
+        raise SearchProblem("Type what to look for.")
+    return worker.embed_text([text], model=prepared.source, clip=prepared.mode == MODE_CLIP,
+                             is_canceled=is_canceled)
+
+
+def finish(prepared, answer, when="after", change=False):
+    got = answer.get("model_sha256")
+    if prepared.sha256 and got and got != prepared.sha256:
+        raise SearchProblem(
+            f"The model at {prepared.source} has changed since layer \"{prepared.layer_name}\" was "
+            f"made (sha256 {got[:12]}… instead of {prepared.sha256[:12]}…); the layer's embeddings "
+            "cannot be compared with it.")
+    query = np.asarray(answer["embeddings"][0], dtype=np.float32)
+    if query.shape[0] != prepared.matrix.shape[1]:
+        raise SearchProblem(f"The text embedding has {query.shape[0]} dimensions, the layer's "
+                            f"{prepared.matrix.shape[1]}: it was made with another model.")
+    if prepared.mode == MODE_CLIP:
+        scores = clip_scoring.clip_scores_from_embeddings(query, prepared.matrix, prepared.after,
+                                                          when=when, change=change)
+        unknown = []
+    else:
+        scores = prepared.matrix @ query
+        unknown = list((answer.get("unknown_words") or [[]])[0])
+    return SearchOutcome(prepared.fids, np.asarray(scores, dtype=np.float64), unknown,
+                         prepared.skipped, prepared.source)
+
+
+def score_features(layer, text, worker, meta=None, mode=MODE_CAPTION, when="after",
+                   change=False, is_canceled=None):
+    prepared = prepare(layer, meta, mode)
+    return finish(prepared, embed_query(prepared, text, worker, is_canceled), when, change)
