@@ -3,8 +3,10 @@ import re
 from dataclasses import dataclass
 
 SPECIALS = ("PAD", "START", "UNK", "END")
-# LEVIR-CC captions are lower-case words; punctuation and digits carry no tokens there.
-_WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+# LEVIR-CC captions are lower-case words; punctuation and digits carry no tokens there. Letters
+# of any script make words, so that a query in another language is reported as unknown words
+# rather than split into fragments.
+_WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")
 
 
 @dataclass(frozen=True)
