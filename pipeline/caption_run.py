@@ -175,7 +175,10 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
     if p.clip:
         from .clip_fields import parse_classes
 
-        classes = parse_classes(p.classes)
+        try:
+            classes = parse_classes(p.classes)
+        except ValueError as e:
+            raise BadInput(str(e)) from None
 
     out = str(p.output)
     part = partial_path(out)

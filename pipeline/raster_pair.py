@@ -42,8 +42,8 @@ class Grid:
         return (self.transform.a, -self.transform.e)
 
     def tile_bounds(self, row, col, size):
-        left, top = self.transform * (col, row)
-        right, bottom = self.transform * (col + size, row + size)
+        left, top = self.transform @ (col, row)
+        right, bottom = self.transform @ (col + size, row + size)
         return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
 
@@ -55,7 +55,7 @@ class SourcePlan:
     bands: list
     dtype: str
     warp: bool  # read through a WarpedVRT onto the grid
-    offset: tuple = (0, 0)  # (col, row) of the grid's origin in this file's pixels, when not warped
+    offset: tuple = (0, 0)  # (col, row) of the grid origin in this file's pixels, when not warped
     limits: list = None  # stretch limits per band, None for uint8
 
 
@@ -157,8 +157,8 @@ def _overlap_window(grid, bounds):
     """Whole grid pixels inside both the grid and `bounds` (in grid CRS): (col, row, w, h)."""
     inv = ~grid.transform
     left, bottom, right, top = bounds
-    c0, r0 = inv * (left, top)
-    c1, r1 = inv * (right, bottom)
+    c0, r0 = inv @ (left, top)
+    c1, r1 = inv @ (right, bottom)
     eps = ALIGN_TOLERANCE_PX
     col0 = max(0, math.ceil(min(c0, c1) - eps))
     row0 = max(0, math.ceil(min(r0, r1) - eps))
@@ -216,7 +216,7 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
             if warp:
                 offset = (0, 0)
             else:
-                ox, oy = ~src.transform * (grid.transform.c, grid.transform.f)
+                ox, oy = ~src.transform @ (grid.transform.c, grid.transform.f)
                 offset = (int(round(ox)), int(round(oy)))
             return SourcePlan(path, chosen, src.dtypes[chosen[0] - 1], warp, offset)
 
@@ -249,7 +249,7 @@ class GridReader:
     def window(self, grid_window):
         col, row, width, height = grid_window
         dc, dr = self.plan.offset
-        return Window(col - dc, row - dr, width, height)
+        return Window(col + dc, row + dr, width, height)
 
     def read(self, grid_window):
         """(rgb uint8 (3,H,W), valid bool (H,W)); invalid pixels are set to black."""

@@ -133,7 +133,11 @@ def _clip_scores(con, meta, cols, layer, text, field, clip_model, device, when, 
     _, after = _stored(con, "clip_after")
     if before is None:
         return np.zeros(0), fids, field or "cq_" + gl.slug_field(text, [])[2:]
-    scores = np.asarray(clip_scores(clip_encoder, text, before, after, when=when, change=change), dtype=np.float64)
+    try:
+        scores = np.asarray(clip_scores(clip_encoder, text, before, after, when=when, change=change),
+                            dtype=np.float64)
+    except ValueError as e:  # e.g. embeddings of another CLIP model's width
+        raise BadInput(str(e), layer) from None
     tag = "cq_" + gl.slug_field(text, [])[2:]
     if change:
         tag += "_chg"

@@ -86,7 +86,12 @@ class TileReader:
             win = (t.col, t.row, size, size)
             before[i], valid_b = rb.read(win)
             after[i], valid_a = ra.read(win)
-            nodata[i] = 1.0 - np.count_nonzero(valid_b & valid_a) / valid_b.size
+            valid = valid_b & valid_a
+            # A pixel missing on one date is blanked on both, so that the model does not read
+            # "image against black" as a change.
+            before[i][:, ~valid] = 0
+            after[i][:, ~valid] = 0
+            nodata[i] = 1.0 - np.count_nonzero(valid) / valid.size
         return TileBatch(chunk, before, after, nodata)
 
     def __iter__(self):
