@@ -91,5 +91,6 @@ def caption_args(before, after, output, bands=None, tile_size=None, queries=(), 
     return args
 
 
-def run_caption(args, on_event=None, is_canceled=None, on_log=None, python=None):
-    return run_cli(args, on_event=on_event, is_canceled=is_canceled, on_log=on_log, python=python)
+def run_caption(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):
+    return run_cli(args, on_event=on_event, is_canceled=is_canceled, on_log=on_log, python=python,
+                   on_started=on_started)

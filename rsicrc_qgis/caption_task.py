@@ -13,6 +13,8 @@ LOG_TAG = "RSICRC"
 class CaptionTask(QgsTask):
     # Emitted on the main thread once the task is over: (layer or None, message, level, is_env)
     finishedWithResult = pyqtSignal(object, str, int, bool)
+    # Every protocol event of the child, as it arrives (queued to the main thread)
+    childEvent = pyqtSignal(dict)
 
     def __init__(self, args, output, layer_name="Changes", python=None):
         super().__init__(f"RSICRC: captioning changes into {output}", QgsTask.CanCancel)
@@ -23,8 +25,13 @@ class CaptionTask(QgsTask):
         self.result = None
         self.error = None
         self.warnings = []
+        self.child_pid = None
+
+    def _on_started(self, proc):
+        self.child_pid = proc.pid
 
     def _on_event(self, event):
+        self.childEvent.emit(event)
         kind = event["event"]
         if kind in ("start", "progress") and event.get("total"):
             self.setProgress(100.0 * event.get("done", 0) / event["total"])
@@ -37,7 +44,7 @@ class CaptionTask(QgsTask):
             self.result = caption_job.run_caption(
                 self.args, on_event=self._on_event, is_canceled=self.isCanceled,
                 on_log=lambda text: QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Info),
-                python=self.python)
+                python=self.python, on_started=self._on_started)
             return True
         except Canceled as exc:
             self.error = exc

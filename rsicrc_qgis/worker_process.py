@@ -78,13 +78,15 @@ def start(args, python=None):
     return python, proc
 
 
-def run_cli(args, on_event=None, is_canceled=None, on_log=None, python=None):
+def run_cli(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):
     """Run one CLI command to the end; return RunResult or raise CliFailure/Canceled/EnvironmentProblem.
 
     on_event(event_dict) gets every protocol event, on_log(text) every other line (stdout
     noise and stderr); is_canceled() is polled while waiting.
     """
     python, proc = start(args, python)
+    if on_started is not None:
+        on_started(proc)
     lines = queue.Queue()
     stderr_tail = collections.deque(maxlen=40)
     result = RunResult(returncode=-1)

@@ -102,7 +102,13 @@ def captioned(plugin, worker_env, raster_pair, tmp_path_factory):
     return out, result
 
 
-def wait_for(signal, timeout_s):
+@pytest.fixture(scope="session")
+def wait_signal():
+    """wait_signal(signal, timeout_s) -> the signal's arguments; TimeoutError when it never fires."""
+    return _wait_for
+
+
+def _wait_for(signal, timeout_s):
     """Run the event loop until `signal` fires (returns its arguments) or the timeout passes."""
     from qgis.PyQt.QtCore import QEventLoop, QTimer
 
