@@ -1,0 +1,196 @@
+"""Small pieces of the plugin: protocol parsing, settings overrides, CLIP scoring, styling,
+pair checks, packaging-relevant metadata, torch-freedom."""
+import configparser
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qgis.core import QgsRasterLayer, QgsSettings, QgsVectorLayer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_protocol_lines():
+    from rsicrc.rsicrc_qgis import protocol
+
+    assert protocol.parse_line('{"event": "progress", "done": 3, "total": 4}\n')["done"] == 3
+    assert protocol.parse_line("Downloading weights 10%") is None
+    assert protocol.parse_line('{"event": "nonsense"}') is None
+    assert protocol.parse_line('{"event": "done", "output": "x"') is None  # cut short
+    assert protocol.progress_percent({"event": "progress", "done": 1, "total": 4}) == 25.0
+    assert protocol.progress_percent({"event": "start", "total": 4}) == 0.0
+    assert protocol.progress_percent({"event": "progress", "done": 1, "total": 0}) is None
+
+
+def test_environment_variables_override_settings(monkeypatch, tmp_path):
+    from rsicrc.rsicrc_qgis import settings
+
+    QgsSettings().setValue("rsicrc/python", "/stored/python")
+    QgsSettings().setValue("rsicrc/model", "stored/model")
+    try:
+        monkeypatch.delenv("RSICRC_PYTHON", raising=False)
+        monkeypatch.delenv("RSICRC_MODEL", raising=False)
+        assert settings.python_choice() == settings.Choice("/stored/python", "plugin settings")
+        assert settings.model_choice().value == "stored/model"
+        monkeypatch.setenv("RSICRC_PYTHON", "/env/python")
+        monkeypatch.setenv("RSICRC_MODEL", str(tmp_path))
+        assert settings.python_choice().value == "/env/python"
+        assert settings.python_choice().origin.startswith("environment variable")
+        assert settings.model_choice().value == str(tmp_path)
+    finally:
+        QgsSettings().remove("rsicrc/python")
+        QgsSettings().remove("rsicrc/model")
+
+
+def test_autodetect_prefers_project_venv(monkeypatch):
+    from rsicrc.rsicrc_qgis import settings
+
+    monkeypatch.delenv("RSICRC_PYTHON", raising=False)
+    QgsSettings().remove("rsicrc/python")
+    candidates = settings.interpreter_candidates()
+    assert candidates[0] == REPO / ".venv" / "bin" / "python"
+    if candidates[0].is_file():
+        assert settings.python_choice() == settings.Choice(str(candidates[0]), "auto-detected")
+
+
+def test_caption_args_and_parameter_checks(tmp_path):
+    from rsicrc.rsicrc_qgis import caption_job
+
+    out = str(tmp_path / "o.gpkg")
+    args = caption_job.caption_args("b.tif", "a.tif", out, "4,3,2", 224, ["new road", "trees"],
+                                    "some/model", "cpu", reproject=True)
+    assert args[:6] == ["caption", "b.tif", "a.tif", "--output", out, "--progress"]
+    assert args.count("--query") == 2 and "--reproject" in args and "--resume" not in args
+    assert args[args.index("--tile-size") + 1] == "224"
+    Path(caption_job.partial_path(out)).write_bytes(b"")
+    assert "--resume" in caption_job.caption_args("b.tif", "a.tif", out, model="m")
+    assert caption_job.parse_bands(" 4, 3,2 ") == "4,3,2"
+    assert caption_job.parse_bands("") is None
+    for bad in ("1,2", "0,1,2", "a,b,c"):
+        with pytest.raises(caption_job.BadParameter):
+            caption_job.parse_bands(bad)
+    with pytest.raises(caption_job.BadParameter, match="GeoPackage"):
+        caption_job.output_path(str(tmp_path / "x.shp"))
+    assert caption_job.parse_queries("a\n\n  b  \n") == ["a", "b"]
+
+
+def test_pinned_requirements_come_from_pyproject():
+    from rsicrc.rsicrc_qgis.setup_environment import pinned_requirements, setup_commands
+
+    reqs = pinned_requirements()
+    assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("rasterio") for r in reqs)
+    cmds = setup_commands(Path("/tmp/v"), reqs, python="/usr/bin/python3")
+    assert cmds[0] == ["/usr/bin/python3", "-m", "venv", "/tmp/v"]
+    assert cmds[-1][-len(reqs):] == reqs
+
+
+def test_setup_environment_task_streams_log(qgis_app, tmp_path, wait_signal):
+    """A real venv creation with the pip step, log lines arriving while it runs."""
+    from qgis.core import QgsApplication
+
+    from rsicrc.rsicrc_qgis.setup_environment import SetupEnvironmentTask
+
+    task = SetupEnvironmentTask(tmp_path / "venv", requirements=[], python=sys.executable)
+    lines = []
+    task.logLine.connect(lines.append)
+    QgsApplication.taskManager().addTask(task)
+    wait_signal(task.taskCompleted, 300)
+    assert (tmp_path / "venv" / "bin" / "python").is_file()
+    assert any(line.startswith("$ ") and "venv" in line for line in lines)
+    assert any("pip" in line.lower() for line in lines if not line.startswith("$ "))
+    QgsSettings().remove("rsicrc/python")
+
+
+def test_clip_scoring_is_the_pipelines():
+    from rsicrc.pipeline.clip_fields import score_embeddings
+    from rsicrc.rsicrc_qgis.clip_scoring import clip_scores_from_embeddings
+
+    rng = np.random.default_rng(1)
+    t = rng.standard_normal(8).astype(np.float32)
+    b, a = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    for when in ("after", "before"):
+        for change in (False, True):
+            np.testing.assert_array_equal(clip_scores_from_embeddings(t, b, a, when, change),
+                                          score_embeddings(t, b, a, when, change))
+
+
+def test_plugin_never_imports_torch():
+    """QGIS's own Python imports the whole plugin and its provider without torch."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
+            "import rsicrc.rsicrc_qgis.plugin, rsicrc.rsicrc_qgis.processing.provider;"
+            "print('torch' in sys.modules)")
+    parent = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
+    (parent / "rsicrc").symlink_to(REPO, target_is_directory=True)
+    proc = subprocess.run(["/usr/bin/python3", "-c", code, str(parent)], capture_output=True,
+                          text=True, timeout=120, env={"QT_QPA_PLATFORM": "offscreen",
+                                                        "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_styling_on_documented_layout(tmp_path):
+    """A GeoPackage written here in the documented layout (test input) gets the result style."""
+    from osgeo import ogr, osr
+
+    from rsicrc.rsicrc_qgis import styling
+
+    path = tmp_path / "made.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    lyr = ds.CreateLayer("changes", srs, ogr.wkbPolygon)
+    for name, kind in (("tile_id", ogr.OFTInteger), ("caption", ogr.OFTString),
+                       ("changed", ogr.OFTInteger), ("change_score", ogr.OFTReal)):
+        lyr.CreateField(ogr.FieldDefn(name, kind))
+    for i, score in enumerate((0.1, 0.9)):
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetField("tile_id", i)
+        f.SetField("caption", f"caption {i}")
+        f.SetField("changed", int(score > 0.5))
+        f.SetField("change_score", score)
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({i} 0,{i+1} 0,{i+1} 1,{i} 1,{i} 0))"))
+        lyr.CreateFeature(f)
+    ds = None
+    layer = QgsVectorLayer(f"{path}|layername=changes", "c", "ogr")
+    assert styling.style_result_layer(layer)
+    renderer = layer.renderer()
+    assert renderer.classAttribute() == "change_score"
+    assert [r.lowerValue() for r in renderer.ranges()] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    # unchanged tiles stay see-through, changed ones are filled
+    assert renderer.ranges()[0].symbol().color().alpha() == 0
+    assert renderer.ranges()[-1].symbol().color().alpha() > 100
+    plain = QgsVectorLayer("Polygon?field=a:int", "p", "memory")
+    assert not styling.style_result_layer(plain)
+
+
+def test_pair_checks(raster_pair, tmp_path):
+    from osgeo import gdal
+
+    from rsicrc.rsicrc_qgis import pair_checks
+
+    before, after = (QgsRasterLayer(str(p), p.stem) for p in raster_pair)
+    checks = pair_checks.check_pair(before, after, None, 256)
+    assert not pair_checks.blocking(checks) and "2 tile(s)" in checks[-1].text
+    assert pair_checks.blocking(pair_checks.check_pair(before, after, None, 512))
+    assert pair_checks.blocking(pair_checks.check_pair(before, after, [1, 2, 5], 256))
+    moved = tmp_path / "moved.tif"
+    gdal.Translate(str(moved), str(raster_pair[1]), outputSRS="EPSG:32633")
+    other = QgsRasterLayer(str(moved), "moved")
+    crs_checks = pair_checks.check_pair(before, other, None, 256)
+    assert pair_checks.blocking(crs_checks)
+    assert any("CRS differ" in c.text for c in crs_checks)
+
+
+def test_metadata_txt_has_required_fields():
+    meta = configparser.ConfigParser()
+    meta.read(REPO / "metadata.txt")
+    general = meta["general"]
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author",
+                "email", "repository", "tracker", "tags", "icon", "hasProcessingProvider"):
+        assert general.get(key, "").strip(), key
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert (REPO / general["icon"]).is_file()
+    assert general["version"] == json.loads(json.dumps(__import__("rsicrc").__version__))
