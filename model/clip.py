@@ -299,10 +299,26 @@ class ClipEncoder:
         step = int(batch_size or self.batch_size)
         out = []
         for start in range(0, len(texts), step):
-            tokens = self.tokenizer(texts[start:start + step]).to(self.device)
+            tokens = self._trim_padding(self.tokenizer(texts[start:start + step])).to(self.device)
             feats = self.model.encode_text(tokens, normalize=True)
             out.append(feats.float().cpu())
         return torch.cat(out)
+
+
+    def _trim_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Drop the columns that are padding in every row (HF text towers only).
+
+        The tokenizer pads to the context length (77); an HF tower masks padding out of attention
+        and of its mean pooling, and positions are absolute, so the result is unchanged while a
+        short query costs a fraction of the full length.
+        """
+        config = getattr(getattr(self.model, "text", None), "config", None)
+        pad = getattr(config, "pad_token_id", None)
+        if pad is None or tokens.ndim != 2:
+            return tokens
+        used = (tokens != pad).any(dim=0).nonzero()
+        keep = int(used.max()) + 1 if used.numel() else 1
+        return tokens[:, :keep]
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str, interpolation: str,

@@ -185,3 +185,13 @@ def test_unavailable_device_is_a_load_error(tiny_clip_folder):
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(ModelLoadError, match="cuda"):
         load_clip(str(tiny_clip_folder), device="cuda")
+
+
+def test_trimmed_padding_gives_the_full_length_embedding(tiny_clip, queries):
+    texts = list(queries.values())
+    full = tiny_clip.tokenizer(texts)
+    trimmed = tiny_clip._trim_padding(full)
+    assert trimmed.shape[1] < full.shape[1]
+    with torch.inference_mode():
+        reference = tiny_clip.model.encode_text(full, normalize=True)
+    torch.testing.assert_close(tiny_clip.encode_text(texts), reference, atol=1e-5, rtol=1e-4)
