@@ -18,11 +18,10 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -228,12 +227,12 @@ def load_clip(source: str = DEFAULT_CLIP_SOURCE, device: str | torch.device = "a
     return _load_folder(Path(folder), dev, label, cache_dir)
 
 
-@dataclass
+@dataclass(eq=False)
 class ClipEncoder:
     """A loaded RS-M-CLIP: batched, L2-normalised image and text embeddings (float32, CPU)."""
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: torch.nn.Module = field(repr=False)
+    tokenizer: object = field(repr=False)
     source: str
     sha256: str
     embedding_dim: int
