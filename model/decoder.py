@@ -56,6 +56,11 @@ class CachedAttention:
     def keys_values(self, x):
         return self._proj(x, 1), self._proj(x, 2)
 
+    def queries_keys_values(self, x):
+        """All three projections in one matrix product (self-attention reads one input)."""
+        qkv = F.linear(x, self.mha.in_proj_weight, self.mha.in_proj_bias)
+        return [_split_heads(part, self.heads) for part in qkv.chunk(3, dim=-1)]
+
     def output(self, q, k, v, causal=False):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.mha.out_proj(_merge_heads(out))
@@ -93,8 +98,7 @@ class DecoderLayer(nn.Module):
         sa = CachedAttention(self.self_attn)
 
         def self_attention(h):
-            q = sa.query(h)
-            k, v = sa.keys_values(h)
+            q, k, v = sa.queries_keys_values(h)
             if cache is None:
                 return sa.output(q, k, v, causal=True)
             k_buf, v_buf = cache

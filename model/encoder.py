@@ -110,8 +110,8 @@ class AttentiveEncoder(nn.Module):
         x2 = f2.flatten(2).transpose(1, 2) + pos
         a1, a2 = x1, x2
         for single, joint in self.selftrans:
-            a1 = single(a1) + a1
-            a2 = single(a2) + a2
+            # The same block for both images: one batched call.
+            a1, a2 = (single(torch.cat([a1, a2], dim=0)) + torch.cat([a1, a2], dim=0)).split(b, dim=0)
             fused = joint(torch.cat([a1, a2], dim=-1))
             a1 = fused[..., :c] + x1
             a2 = fused[..., c:] + x2
