@@ -130,7 +130,10 @@ def _source_folder(source: str, revision: str | None, cache_dir: str | None) -> 
         return path, None
     parts = text.split("/")
     if len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and os.sep not in parts[0]:
-        return snapshot_folder(text, revision, cache_dir), text
+        try:
+            return snapshot_folder(text, revision, cache_dir), text
+        except ModelLoadError as exc:  # it may have been meant as a relative folder
+            raise ModelLoadError(f"{exc} (there is no folder {path.resolve()} either)") from exc
     raise ModelLoadError(f"RS-M-CLIP model source {text!r} is neither an existing folder nor a hub id "
                          f"like {DEFAULT_CLIP_SOURCE}")
 

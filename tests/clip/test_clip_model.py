@@ -195,3 +195,9 @@ def test_trimmed_padding_gives_the_full_length_embedding(tiny_clip, queries):
     with torch.inference_mode():
         reference = tiny_clip.model.encode_text(full, normalize=True)
     torch.testing.assert_close(tiny_clip.encode_text(texts), reference, atol=1e-5, rtol=1e-4)
+
+
+def test_bare_hub_id_that_is_neither_cached_nor_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"not in the local Hugging Face cache.*no folder .*models/rsclip"):
+        load_clip("models/rsclip", device="cpu", cache_dir=str(tmp_path / "cache"))
