@@ -14,7 +14,6 @@ configuration locally and the folder loader points open_clip at it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from .clip_textcfg import resolve_text_config
 from .device import resolve_device
 from .errors import ModelLoadError
+from .loading import sha256_of
 
 DEFAULT_CLIP_SOURCE = "hf-hub:joaodaniel/RS-M-CLIP"
 HUB_PREFIX = "hf-hub:"
@@ -58,14 +58,6 @@ def _hub_offline() -> bool:
 
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
     return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _offline_advice(repo_id: str) -> str:
@@ -212,7 +204,7 @@ def _load_folder(folder: Path, device: torch.device, source: str, cache_dir: str
                                  f"{type(exc).__name__}: {exc}") from exc
     tokenizer = _tokenizer(folder, model_cfg["text_cfg"], offline)
     model.eval()
-    return ClipEncoder(model=model, tokenizer=tokenizer, source=source, sha256=_sha256(weights),
+    return ClipEncoder(model=model, tokenizer=tokenizer, source=source, sha256=sha256_of(weights),
                        embedding_dim=int(model_cfg["embed_dim"]), device=device, folder=folder,
                        preprocess_cfg=dict(model.visual.preprocess_cfg))
 
