@@ -318,6 +318,7 @@ def _metadata(p, plan, cap, query_fields, fingerprint, clip_annotator, clip):
     from rsicrc import __version__
 
     params = {k: v for k, v in asdict(p).items() if k not in ("output",)}
+    params.update(before=os.path.abspath(p.before), after=os.path.abspath(p.after))
     meta = {
         "model_source": cap.source,
         "model_sha256": cap.sha256,

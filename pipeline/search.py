@@ -113,9 +113,12 @@ def _rsicrc_scores(con, meta, cols, layer, text, field, model, device, reporter,
 
 
 def _clip_scores(con, meta, cols, layer, text, field, clip_model, device, when, change, clip_encoder):
-    if "clip_before" not in cols or "clip_after" not in cols:
-        raise BadInput("has no RS-M-CLIP embeddings; caption it with `rsicrc caption ... --clip` first", layer)
-    from .clip_fields import clip_scores
+    from .clip_fields import ClipFieldsMissingError, clip_scores, require_clip_fields
+
+    try:
+        require_clip_fields(cols, str(layer))
+    except ClipFieldsMissingError as e:
+        raise BadInput(str(e)) from None
 
     if clip_encoder is None:
         from rsicrc.model import ModelLoadError
