@@ -106,3 +106,15 @@ def test_far_pixel_size_warns_and_reproject_accepts_other_crs(rasters, tmp_path)
     plan = plan_pair(rasters["good"], rasters["shifted"], tile_size=128, reproject=True)
     assert plan.after.warp and not plan.before.warp
     assert plan.window == (1, 0, 299, 300)  # column 0 is only 60% covered by the shifted AFTER
+
+
+def test_target_resolution_resamples_both_dates_onto_a_new_grid(rasters):
+    plan = plan_pair(rasters["good"], rasters["good"], tile_size=128, target_resolution=0.25)
+    assert plan.before.warp and plan.after.warp
+    assert (plan.grid.width, plan.grid.height) == (600, 600) and plan.grid.res == (0.25, 0.25)
+    assert plan.window == (0, 0, 600, 600)
+    from rsicrc.pipeline.raster_pair import open_on_grid
+
+    with open_on_grid(plan.before, plan.grid) as reader:
+        rgb, valid = reader.read((0, 0, 128, 128))
+    assert rgb.shape == (3, 128, 128) and rgb.dtype == np.uint8 and valid.all()
