@@ -18,15 +18,17 @@ SCORE_FIELD = "change_score"
 # (lower, upper, label, colour, fill opacity 0-255): a YlOrRd ramp.
 SCORE_CLASSES = (
     (0.0, 0.2, "0.0 - 0.2  no change", "#ffffb2", 0),
-    (0.2, 0.4, "0.2 - 0.4", "#fecc5c", 60),
-    (0.4, 0.6, "0.4 - 0.6", "#fd8d3c", 95),
-    (0.6, 0.8, "0.6 - 0.8", "#f03b20", 120),
-    (0.8, 1.0, "0.8 - 1.0  changed", "#bd0026", 140),
+    (0.2, 0.4, "0.2 - 0.4", "#fecc5c", 35),
+    (0.4, 0.6, "0.4 - 0.6", "#fd8d3c", 50),
+    (0.6, 0.8, "0.6 - 0.8", "#f03b20", 65),
+    (0.8, 1.0, "0.8 - 1.0  changed", "#bd0026", 80),
 )
 MAP_TIP = ('<p style="max-width:320px"><b>[% "caption" %]</b><br/>'
            'change score: [% format_number("change_score", 2) %]'
            '[% CASE WHEN "changed" THEN \' (changed)\' ELSE \'\' END %]</p>')
-LABEL_EXPRESSION = 'CASE WHEN "changed" THEN "caption" END'
+# Long captions would bury the tile: labels keep about two lines, the map tip has the rest.
+LABEL_EXPRESSION = ('CASE WHEN "changed" THEN CASE WHEN length("caption") > 44 '
+                    'THEN left("caption", 42) || \'…\' ELSE "caption" END END')
 
 
 def score_renderer():
@@ -49,10 +51,9 @@ def score_renderer():
 def caption_labeling():
     text = QgsTextFormat()
     font = QFont()
-    font.setPointSizeF(8.5)
-    font.setBold(True)
+    font.setPointSizeF(8)
     text.setFont(font)
-    text.setSize(8.5)
+    text.setSize(8)
     text.setColor(QColor("#202020"))
     buffer = QgsTextBufferSettings()
     buffer.setEnabled(True)
@@ -63,7 +64,7 @@ def caption_labeling():
     settings.fieldName = LABEL_EXPRESSION
     settings.isExpression = True
     settings.setFormat(text)
-    settings.autoWrapLength = 22
+    settings.autoWrapLength = 24
     settings.placement = QgsPalLayerSettings.OverPoint
     return QgsVectorLayerSimpleLabeling(settings)
 
