@@ -33,8 +33,11 @@ class RsicrcPlugin:
     # --- QGIS hooks ---------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 - QGIS hook
         if self.provider is None:
-            self.provider = RsicrcProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = RsicrcProvider()
+            # The registry deletes a provider it refuses (id already taken, e.g. by a second
+            # instance of the plugin); keep no dangling reference to it.
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
 
     def initGui(self):  # noqa: N802 - QGIS hook
         self.initProcessing()

@@ -2,26 +2,35 @@
 from qgis.core import QgsApplication
 
 
-def test_classfactory_gives_plugin_with_toolbar_and_menu(qgis_iface, processing_ready, monkeypatch):
+def test_plugin_from_classfactory_has_toolbar_dock_and_provider(plugin):
+    assert type(plugin).__name__ == "RsicrcPlugin"
+    toolbar_names = [a.objectName() for a in plugin.toolbar.actions()]
+    assert toolbar_names == ["rsicrcCaptionChanges", "rsicrcSearchDock"]
+    assert not plugin.caption_action.icon().isNull()
+    assert plugin.dock is not None and plugin.dock.objectName() == "RsicrcSearchDock"
+    provider = QgsApplication.processingRegistry().providerById("rsicrc")
+    assert provider is not None and provider.name() == "RSICRC"
+    assert {a.id() for a in provider.algorithms()} == {"rsicrc:captionchanges",
+                                                      "rsicrc:searchchanges"}
+    assert QgsApplication.processingRegistry().algorithmById("rsicrc:captionchanges") \
+        .displayName() == "Caption changes between two rasters"
+
+
+def test_menu_entries_and_clean_unload(plugin, qgis_iface, monkeypatch):
+    """A second instance (as after a plugin reload) adds its menu entries and unloads cleanly."""
     import rsicrc
 
-    menu_entries = []
-    monkeypatch.setattr(qgis_iface, "addPluginToMenu", lambda menu, action: menu_entries.append(
-        (menu, action.text())), raising=False)
-    plugin = rsicrc.classFactory(qgis_iface)
-    plugin.initGui()
-    try:
-        assert type(plugin).__name__ == "RsicrcPlugin"
-        assert ("&RSICRC", "Caption changes…") in menu_entries
-        assert ("&RSICRC", "Set up environment…") in menu_entries
-        toolbar_names = [a.objectName() for a in plugin.toolbar.actions()]
-        assert toolbar_names == ["rsicrcCaptionChanges", "rsicrcSearchDock"]
-        assert not plugin.caption_action.icon().isNull()
-        assert plugin.dock is not None and plugin.dock.objectName() == "RsicrcSearchDock"
-        registry = QgsApplication.processingRegistry()
-        assert registry.providerById("rsicrc") is not None
-        assert {a.id() for a in registry.providerById("rsicrc").algorithms()} == {
-            "rsicrc:captionchanges", "rsicrc:searchchanges"}
-    finally:
-        plugin.unload()
-    assert QgsApplication.processingRegistry().providerById("rsicrc") is None
+    added, removed = [], []
+    monkeypatch.setattr(qgis_iface, "addPluginToMenu",
+                        lambda menu, action: added.append((menu, action.text())), raising=False)
+    monkeypatch.setattr(qgis_iface, "removePluginMenu",
+                        lambda menu, action: removed.append((menu, action.text())), raising=False)
+    second = rsicrc.classFactory(qgis_iface)
+    second.initGui()
+    assert ("&RSICRC", "Caption changes…") in added
+    assert ("&RSICRC", "Search changes by text") in added
+    assert ("&RSICRC", "Set up environment…") in added
+    second.unload()
+    assert sorted(removed) == sorted(added)
+    # The first instance's provider is untouched.
+    assert QgsApplication.processingRegistry().providerById("rsicrc") is plugin.provider

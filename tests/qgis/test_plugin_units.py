@@ -161,7 +161,7 @@ def test_styling_on_documented_layout(tmp_path):
     assert [r.lowerValue() for r in renderer.ranges()] == [0.0, 0.2, 0.4, 0.6, 0.8]
     # unchanged tiles stay see-through, changed ones are filled
     assert renderer.ranges()[0].symbol().color().alpha() == 0
-    assert renderer.ranges()[-1].symbol().color().alpha() > 100
+    assert renderer.ranges()[-1].symbol().color().alpha() >= 64
     plain = QgsVectorLayer("Polygon?field=a:int", "p", "memory")
     assert not styling.style_result_layer(plain)
 
