@@ -42,10 +42,12 @@ def base_python():
 
 def setup_commands(venv_dir, requirements, python=None):
     venv_py = str(settings.venv_python(venv_dir))
-    commands = [[python or base_python(), "-m", "venv", str(venv_dir)],
-                [venv_py, "-m", "pip", "install", "--upgrade", "pip"]]
+    commands = [[python or base_python(), "-m", "venv", str(venv_dir)]]
     if requirements:
-        commands.append([venv_py, "-m", "pip", "install", *requirements])
+        commands += [[venv_py, "-m", "pip", "install", "--upgrade", "pip"],
+                     [venv_py, "-m", "pip", "install", *requirements]]
+    else:  # nothing to install: still prove the new environment's pip runs
+        commands.append([venv_py, "-m", "pip", "--version"])
     return commands
 
 
