@@ -12,6 +12,7 @@ import traceback
 
 from .errors import BadInput, PipelineFailure
 from .progress import JsonReporter, Reporter, make_reporter
+from .tile_reader import GDAL_CACHE_MB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,6 +141,9 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    # GDAL's block cache defaults to 5% of RAM and would grow with the rasters; tiles are read
+    # once, row by row, so a small cache loses nothing. Set before GDAL's first read.
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     reporter = JsonReporter() if _wants_json(argv) else Reporter()
     try:
         args = build_parser().parse_args(argv)

@@ -14,7 +14,7 @@ import rasterio
 
 from .raster_pair import open_on_grid
 
-GDAL_CACHE_MB = 64
+GDAL_CACHE_MB = 32
 _END = object()
 
 
