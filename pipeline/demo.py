@@ -5,6 +5,7 @@ the released hub checkpoint, downloaded once into the Hugging Face cache, or `--
 """
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "sample"
@@ -17,9 +18,11 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(prog="python -m rsicrc.pipeline.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=default_model())
-    ap.add_argument("--output", default="demo_changes.gpkg")
+    # Outside the repository, so that a demo run leaves the work tree clean.
+    ap.add_argument("--output", default=str(Path(tempfile.gettempdir()) / "rsicrc-demo" / "changes.gpkg"))
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     before, after = SAMPLE / "before.tif", SAMPLE / "after.tif"
     if not before.exists() or not after.exists():
         print(f"rsicrc: error: {SAMPLE}: sample pair missing; run resources/sample/make_sample.py", file=sys.stderr)
