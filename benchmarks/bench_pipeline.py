@@ -184,8 +184,8 @@ def main(argv=None):
     if "growth_mb" in results["memory"]:
         print(f"RSS growth 2048 -> 16384 px: {results['memory']['growth_mb']:+.0f} MB (target < 150 MB)")
     write_result("pipeline", results)
-    return results
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

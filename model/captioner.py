@@ -33,6 +33,7 @@ def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
     weights = folder / WEIGHTS
     net = build_network(cfg, vocab, read_state_dict(weights), weights)
     net = net.to(device=dev, dtype=dt)
+    net.encoder.encoder.use_channels_last()
     return Captioner(net, vocab, cfg, raw_cfg, source=str(source), sha256=sha256_of(weights),
                      device=dev, dtype=dt)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import gpkg_layer as gl
-from .errors import BadInput, PipelineFailure
+from .errors import BadInput
+from .models import load_captioner, load_clip_encoder
 from .raster_pair import parse_bands, plan_pair
 from .tile_reader import TileReader
 from .tiling import tile_grid
@@ -106,25 +107,10 @@ def _fingerprint(p, plan, model_sha=None, clip_sha=None):
     }
 
 
-def _load_captioner(p):
-    from rsicrc.model import ModelLoadError, load_model
-
-    try:
-        return load_model(source=p.model, device=p.device)
-    except ModelLoadError as e:
-        raise PipelineFailure(f"model {p.model}: {e}") from None
-
-
 def _load_clip(p, classes):
-    from rsicrc.model import ModelLoadError
-    from rsicrc.model.clip import load_clip
-
     from .clip_fields import ClipTileAnnotator
 
-    try:
-        clip = load_clip(source=p.clip_model, device=p.device)
-    except ModelLoadError as e:
-        raise PipelineFailure(f"CLIP model {p.clip_model}: {e}") from None
+    clip = load_clip_encoder(p.clip_model, p.device)
     return clip, ClipTileAnnotator(clip, classes)
 
 
@@ -190,7 +176,7 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
     elif os.path.exists(part):
         reporter.warning(f"{part}: discarding an earlier unfinished run (pass --resume to continue it)")
 
-    cap = captioner or _load_captioner(p)
+    cap = captioner or load_captioner(p.model, p.device)
     clip = None
     if p.clip and clip_annotator is None:
         clip, clip_annotator = _load_clip(p, classes)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import gpkg_layer as gl
-from .errors import BadInput, PipelineFailure
+from .errors import BadInput
+from .models import load_captioner, load_clip_encoder
 from .layer_file import open_layer
 
 
@@ -84,14 +85,9 @@ def _stored(con, column):
 
 
 def _rsicrc_scores(con, meta, cols, layer, text, field, model, device, reporter, captioner):
-    from rsicrc.model import ModelLoadError, load_model
-
     source = model or meta.get("model_source")
     if captioner is None:
-        try:
-            captioner = load_model(source=source, device=device)
-        except ModelLoadError as e:
-            raise PipelineFailure(f"model {source}: {e}") from None
+        captioner = load_captioner(source, device)
     if captioner.sha256 != meta.get("model_sha256"):
         raise BadInput(f"its embeddings come from model sha256 {meta.get('model_sha256')}, but {source} has "
                        f"sha256 {captioner.sha256}; search with the model that made the layer (--model)", layer)
@@ -121,14 +117,8 @@ def _clip_scores(con, meta, cols, layer, text, field, clip_model, device, when, 
         raise BadInput(str(e)) from None
 
     if clip_encoder is None:
-        from rsicrc.model import ModelLoadError
-        from rsicrc.model.clip import load_clip
-
         source = clip_model or meta.get("clip_model_source")
-        try:
-            clip_encoder = load_clip(source=source, device=device)
-        except ModelLoadError as e:
-            raise PipelineFailure(f"CLIP model {source}: {e}") from None
+        clip_encoder = load_clip_encoder(source, device)
         if meta.get("clip_model_sha256") and clip_encoder.sha256 != meta.get("clip_model_sha256"):
             raise BadInput(f"its CLIP embeddings come from sha256 {meta.get('clip_model_sha256')}, but {source} "
                            f"has sha256 {clip_encoder.sha256}; search with the same CLIP model", layer)

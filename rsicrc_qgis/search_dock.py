@@ -3,7 +3,7 @@ from its stored embeddings, the score written through the edit buffer, the best 
 listed best first and zoomed to."""
 import html
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsTask, QgsWkbTypes
+from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsTask
 from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (

@@ -118,3 +118,24 @@ def test_target_resolution_resamples_both_dates_onto_a_new_grid(rasters):
     with open_on_grid(plan.before, plan.grid) as reader:
         rgb, valid = reader.read((0, 0, 128, 128))
     assert rgb.shape == (3, 128, 128) and rgb.dtype == np.uint8 and valid.all()
+
+
+@pytest.mark.parametrize("command", ["caption", "search"])
+def test_unusable_model_source_exits_2_naming_it(rasters, tmp_path, capsys, small_checkpoint, command):
+    model = tmp_path / "half_model"
+    model.mkdir()
+    (model / "config.json").write_text((small_checkpoint / "config.json").read_text())
+    out = tmp_path / "o.gpkg"
+    if command == "caption":
+        args = ["caption", rasters["good"], rasters["good"], "-o", str(out), "--model", str(model)]
+    else:
+        layer = tmp_path / "layer.gpkg"
+        assert main(["caption", rasters["good"], rasters["good"], "-o", str(layer), "--tile-size", "256",
+                     "--model", str(small_checkpoint), "--progress", "json"]) == 0
+        args = ["search", str(layer), "new buildings", "--model", str(model)]
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert str(model) in err and "levir_vocab.json, pytorch_model.bin missing" in err
+    assert not out.exists() and not os.path.exists(str(out) + ".partial")

@@ -4,7 +4,6 @@ import os
 import sqlite3
 
 import pytest
-from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import QPushButton
 
 

@@ -1,7 +1,6 @@
 """Both algorithms end to end through processing.run, with the generated checkpoint."""
 import sqlite3
 
-import numpy as np
 import pytest
 from qgis.core import (
     QgsProcessingContext,
