@@ -31,6 +31,17 @@ def looks_like_hub_id(source):
     return len(parts) == 2 and all(parts) and not source.startswith((".", "~")) and "\\" not in source
 
 
+def _cached_folder(repo_id, revision):
+    from huggingface_hub import hf_hub_download
+
+    try:
+        paths = [Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=True))
+                 for name in FILES]
+    except (OSError, ValueError):  # LocalEntryNotFoundError and friends: not (all) cached
+        return None
+    return paths[0].parent
+
+
 def download(repo_id, revision=None):
     """Fetch the three files into the Hugging Face cache (resumable; honours HF_HUB_OFFLINE)."""
     try:
@@ -39,6 +50,9 @@ def download(repo_id, revision=None):
                                             RepositoryNotFoundError, RevisionNotFoundError)
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise ModelLoadError(f"huggingface_hub is needed to download {repo_id}: {exc}") from None
+    cached = _cached_folder(repo_id, revision)
+    if cached is not None:  # downloaded once: load without touching the network
+        return cached
     folder = None
     for name in FILES:
         try:

@@ -39,7 +39,7 @@ class CaptionParams:
     bands: object = None  # "4,3,2" or [4, 3, 2] or None
     tile_size: int = 256
     overlap: int = 0
-    batch_size: int = 8
+    batch_size: int = 16
     device: str = "auto"
     queries: list = field(default_factory=list)
     resume: bool = False

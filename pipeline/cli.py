@@ -39,7 +39,8 @@ def build_parser():
     c.add_argument("--bands", help="three 1-based band numbers used as R,G,B, e.g. 4,3,2 (default 1,2,3)")
     c.add_argument("--tile-size", type=int, default=256, help="tile side in pixels (default 256, LEVIR-CC's)")
     c.add_argument("--overlap", type=int, default=0, help="pixels shared by neighbouring tiles (default 0)")
-    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--batch-size", type=int, default=16,
+                   help="tile pairs per model call (default 16: bigger batches keep the decoder busy)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     c.add_argument("--query", action="append", default=[], metavar="TEXT",
                    help="score every tile against this text (repeatable); one q_<words> field each")

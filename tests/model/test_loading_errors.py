@@ -37,15 +37,22 @@ def test_offline_hub_id_not_cached_says_how_to_download(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_offline_hub_id_loads_from_cache(tmp_path, small_checkpoint):
+# Offline; and online with an endpoint that refuses every connection: a cached model must load
+# without asking the hub (asking would log retries and take tens of seconds).
+CACHE_ONLY_ENVS = [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}]
+
+
+@pytest.mark.parametrize("env", CACHE_ONLY_ENVS, ids=["offline", "unreachable"])
+def test_hub_id_loads_from_cache(tmp_path, small_checkpoint, env):
     # The layout huggingface_hub itself keeps: refs/main names a snapshot folder of the files.
     repo = tmp_path / "hub" / "models--someone--RSICRC"
     commit = "0123456789abcdef0123456789abcdef01234567"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     copy_checkpoint(small_checkpoint, repo / "snapshots" / commit)
-    out = load_in_subprocess("someone/RSICRC", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
+    out = load_in_subprocess("someone/RSICRC", dict(env, HF_HUB_CACHE=str(tmp_path / "hub")))
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "Retry" not in out.stderr and "127.0.0.1" not in out.stderr
     from rsicrc.model.loading import sha256_of
     assert out.stdout.split()[1] == sha256_of(small_checkpoint / "pytorch_model.bin")
 
