@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import socket
+import threading
 import subprocess
 import sys
 from pathlib import Path
@@ -37,24 +39,62 @@ def test_offline_hub_id_not_cached_says_how_to_download(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-# Offline; and online with an endpoint that refuses every connection: a cached model must load
-# without asking the hub (asking would log retries and take tens of seconds).
-CACHE_ONLY_ENVS = [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}]
+@pytest.fixture
+def recording_endpoint():
+    """A loopback 'hub' that records each request line and answers none; yields (url, requests)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    requests, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:  # timeout, or closed
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    requests.append(conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1"))
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", requests
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
 
 
-@pytest.mark.parametrize("env", CACHE_ONLY_ENVS, ids=["offline", "unreachable"])
-def test_hub_id_loads_from_cache(tmp_path, small_checkpoint, env):
+def hub_cache_with(tmp_path, checkpoint):
     # The layout huggingface_hub itself keeps: refs/main names a snapshot folder of the files.
     repo = tmp_path / "hub" / "models--someone--RSICRC"
     commit = "0123456789abcdef0123456789abcdef01234567"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    copy_checkpoint(small_checkpoint, repo / "snapshots" / commit)
-    out = load_in_subprocess("someone/RSICRC", dict(env, HF_HUB_CACHE=str(tmp_path / "hub")))
+    copy_checkpoint(checkpoint, repo / "snapshots" / commit)
+    return tmp_path / "hub"
+
+
+def test_offline_hub_id_loads_from_cache(tmp_path, small_checkpoint):
+    cache = hub_cache_with(tmp_path, small_checkpoint)
+    out = load_in_subprocess("someone/RSICRC", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Retry" not in out.stderr and "127.0.0.1" not in out.stderr
     from rsicrc.model.loading import sha256_of
     assert out.stdout.split()[1] == sha256_of(small_checkpoint / "pytorch_model.bin")
+
+
+def test_cached_hub_id_loads_without_asking_the_hub(tmp_path, small_checkpoint, recording_endpoint):
+    url, requests = recording_endpoint
+    cache = hub_cache_with(tmp_path, small_checkpoint)
+    out = load_in_subprocess("someone/RSICRC", {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": url,
+                                                "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_CACHE": str(cache)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    # (huggingface_hub may fetch its user-agent registry; no model file may be asked for)
+    assert not [r for r in requests if "someone/RSICRC" in r], requests
 
 
 def test_records_sha256(small_checkpoint):
