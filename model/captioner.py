@@ -1,5 +1,7 @@
 """Captioner: the public face of the RSICRC model (captions, embeddings, change scores)."""
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,10 @@ def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
     net = build_network(cfg, vocab, read_state_dict(weights), weights)
     net = net.to(device=dev, dtype=dt)
     net.encoder.encoder.use_channels_last()
-    return Captioner(net, vocab, cfg, raw_cfg, source=str(source), sha256=sha256_of(weights),
+    # A folder is recorded absolute: outputs keep the source for later searches from elsewhere.
+    local = Path(os.path.expanduser(str(source)))
+    recorded = str(local.resolve()) if local.is_dir() else str(source)
+    return Captioner(net, vocab, cfg, raw_cfg, source=recorded, sha256=sha256_of(weights),
                      device=dev, dtype=dt)
 
 

@@ -192,3 +192,9 @@ def test_bad_device_and_dtype(small_checkpoint):
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="no CUDA GPU"):
             load_model(str(small_checkpoint), device="cuda")
+
+
+def test_a_folder_source_is_recorded_absolute(small_checkpoint, monkeypatch):
+    monkeypatch.chdir(small_checkpoint.parent)
+    model = load_model(small_checkpoint.name, device="cpu")
+    assert model.source == str(small_checkpoint.resolve())
