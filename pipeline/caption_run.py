@@ -30,6 +30,10 @@ def default_model():
     return os.environ.get("RSICRC_MODEL") or DEFAULT_MODEL
 
 
+def default_clip_model():
+    return os.environ.get("RSICRC_CLIP_MODEL") or DEFAULT_CLIP_MODEL
+
+
 @dataclass
 class CaptionParams:
     before: str
@@ -48,7 +52,7 @@ class CaptionParams:
     max_nodata: float = 0.5
     prefetch: int = 2
     clip: bool = False
-    clip_model: str = DEFAULT_CLIP_MODEL
+    clip_model: str = field(default_factory=default_clip_model)
     classes: str = None
 
 

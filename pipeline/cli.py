@@ -25,7 +25,7 @@ def _positive_float(text):
 
 
 def build_parser():
-    from .caption_run import DEFAULT_CLIP_MODEL, default_model
+    from .caption_run import default_clip_model, default_model
 
     p = _Parser(prog="rsicrc", description="Caption and search changes between two aligned rasters.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -53,7 +53,8 @@ def build_parser():
     c.add_argument("--max-nodata", type=float, default=0.5,
                    help="skip tiles with more than this fraction of nodata/masked pixels (default 0.5)")
     c.add_argument("--clip", action="store_true", help="also store RS-M-CLIP embeddings and land-cover classes")
-    c.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL)
+    c.add_argument("--clip-model", default=default_clip_model(),
+                   help="RS-M-CLIP hub id or local folder (default: $RSICRC_CLIP_MODEL or hf-hub:joaodaniel/RS-M-CLIP)")
     c.add_argument("--classes", help='comma-separated class names for --clip, e.g. "forest,water,buildings"')
     c.set_defaults(func=_caption)
 
@@ -80,7 +81,7 @@ def build_parser():
 
     w = sub.add_parser("serve", help="search worker: JSON-lines requests on stdin, answers on stdout")
     w.add_argument("--model", default=default_model())
-    w.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL)
+    w.add_argument("--clip-model", default=default_clip_model())
     w.add_argument("--device", default="auto")
     w.set_defaults(func=_serve)
     return p

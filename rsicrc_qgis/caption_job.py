@@ -76,6 +76,9 @@ def caption_args(before, after, output, bands=None, tile_size=None, queries=(), 
         args.append("--reproject")
     if clip:
         args.append("--clip")
+        clip_model = settings.clip_model_choice().value
+        if clip_model:
+            args += ["--clip-model", clip_model]
     if bands:
         args += ["--bands", bands]
     if tile_size:

@@ -1,6 +1,6 @@
 """Where the plugin keeps its choices (QgsSettings) and how environment variables override them.
 
-RSICRC_PYTHON and RSICRC_MODEL win over the stored settings so that headless runs
+RSICRC_PYTHON, RSICRC_MODEL and RSICRC_CLIP_MODEL win over the stored settings so that headless runs
 (`qgis_process`, CI) can be pointed at an environment without touching a QGIS profile.
 """
 import os
@@ -91,6 +91,16 @@ def model_choice():
     return Choice("", "default")
 
 
+def clip_model_choice():
+    """The RS-M-CLIP source passed as --clip-model; empty means the CLI's own default."""
+    if os.environ.get("RSICRC_CLIP_MODEL"):
+        return Choice(os.environ["RSICRC_CLIP_MODEL"], "environment variable RSICRC_CLIP_MODEL")
+    stored = _get("clip_model")
+    if stored:
+        return Choice(stored, "plugin settings")
+    return Choice("", "default")
+
+
 def device():
     value = _get("device", DEFAULT_DEVICE) or DEFAULT_DEVICE
     return value if value in DEVICES else DEFAULT_DEVICE
@@ -108,11 +118,17 @@ def stored_model():
     return _get("model")
 
 
-def save(python=None, model=None, device_name=None, field=None):
+def stored_clip_model():
+    return _get("clip_model")
+
+
+def save(python=None, model=None, device_name=None, field=None, clip_model=None):
     if python is not None:
         _set("python", python.strip())
     if model is not None:
         _set("model", model.strip())
+    if clip_model is not None:
+        _set("clip_model", clip_model.strip())
     if device_name is not None:
         _set("device", device_name if device_name in DEVICES else DEFAULT_DEVICE)
     if field is not None:

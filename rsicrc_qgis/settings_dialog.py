@@ -41,6 +41,9 @@ class SettingsDialog(QDialog):
         self.model_edit = QLineEdit(settings.stored_model())
         self.model_edit.setPlaceholderText("default: the CLI's model (rogerferrod/RSICRC); hub id or folder")
         form.addRow("Model", self.model_edit)
+        self.clip_model_edit = QLineEdit(settings.stored_clip_model())
+        self.clip_model_edit.setPlaceholderText("default: hf-hub:joaodaniel/RS-M-CLIP; hub id or folder")
+        form.addRow("RS-M-CLIP model", self.clip_model_edit)
         self.device_combo = QComboBox()
         self.device_combo.addItems(settings.DEVICES)
         self.device_combo.setCurrentText(settings.device())
@@ -94,5 +97,6 @@ class SettingsDialog(QDialog):
 
     def accept(self):
         settings.save(python=self.python_edit.text(), model=self.model_edit.text(),
-                      device_name=self.device_combo.currentText(), field=self.field_edit.text())
+                      device_name=self.device_combo.currentText(), field=self.field_edit.text(),
+                      clip_model=self.clip_model_edit.text())
         super().accept()

@@ -159,3 +159,12 @@ def test_serve_clip_embed_text(tiny_clip_folder, tiny_clip, small_checkpoint, qu
     assert first["model_sha256"] == tiny_clip.sha256
     np.testing.assert_allclose(np.array(first["embeddings"]), tiny_clip.encode_text(texts).numpy(), atol=1e-5)
     assert not second["ok"] and "/nonexistent/clip" in second["error"]
+
+
+def test_clip_model_default_comes_from_the_environment(monkeypatch):
+    from rsicrc.pipeline.caption_run import DEFAULT_CLIP_MODEL, CaptionParams
+
+    monkeypatch.delenv("RSICRC_CLIP_MODEL", raising=False)
+    assert CaptionParams("b", "a", "o").clip_model == DEFAULT_CLIP_MODEL
+    monkeypatch.setenv("RSICRC_CLIP_MODEL", "/somewhere/RS-M-CLIP")
+    assert CaptionParams("b", "a", "o").clip_model == "/somewhere/RS-M-CLIP"

@@ -45,6 +45,25 @@ def test_environment_variables_override_settings(monkeypatch, tmp_path):
         QgsSettings().remove("rsicrc/model")
 
 
+def test_clip_model_setting_reaches_the_command(monkeypatch, tmp_path):
+    from rsicrc.rsicrc_qgis import caption_job, settings
+
+    out = str(tmp_path / "o.gpkg")
+    monkeypatch.delenv("RSICRC_CLIP_MODEL", raising=False)
+    QgsSettings().remove("rsicrc/clip_model")
+    assert "--clip-model" not in caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=True)
+    settings.save(clip_model=" /stored/clip ")
+    try:
+        args = caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=True)
+        assert args[args.index("--clip-model") + 1] == "/stored/clip"
+        assert "--clip-model" not in caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=False)
+        monkeypatch.setenv("RSICRC_CLIP_MODEL", "/env/clip")
+        args = caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=True)
+        assert args[args.index("--clip-model") + 1] == "/env/clip"
+    finally:
+        QgsSettings().remove("rsicrc/clip_model")
+
+
 def test_autodetect_prefers_project_venv(monkeypatch):
     from rsicrc.rsicrc_qgis import settings
 
