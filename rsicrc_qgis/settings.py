@@ -81,24 +81,23 @@ def python_choice():
     return Choice("", "auto-detected")
 
 
-def model_choice():
-    """The model source passed as --model; empty means the CLI's own default."""
-    if os.environ.get("RSICRC_MODEL"):
-        return Choice(os.environ["RSICRC_MODEL"], "environment variable RSICRC_MODEL")
-    stored = _get("model")
+def _source_choice(env_var, key):
+    if os.environ.get(env_var):
+        return Choice(os.environ[env_var], f"environment variable {env_var}")
+    stored = _get(key)
     if stored:
         return Choice(stored, "plugin settings")
     return Choice("", "default")
+
+
+def model_choice():
+    """The model source passed as --model; empty means the CLI's own default."""
+    return _source_choice("RSICRC_MODEL", "model")
 
 
 def clip_model_choice():
     """The RS-M-CLIP source passed as --clip-model; empty means the CLI's own default."""
-    if os.environ.get("RSICRC_CLIP_MODEL"):
-        return Choice(os.environ["RSICRC_CLIP_MODEL"], "environment variable RSICRC_CLIP_MODEL")
-    stored = _get("clip_model")
-    if stored:
-        return Choice(stored, "plugin settings")
-    return Choice("", "default")
+    return _source_choice("RSICRC_CLIP_MODEL", "clip_model")
 
 
 def device():

@@ -30,3 +30,18 @@ def checkpoint_factory(tmp_path_factory):
 def small_checkpoint(checkpoint_factory):
     """The rn50-small parity checkpoint: full RN50 backbone, d_model 64, a 48-word vocabulary."""
     return checkpoint_factory("rn50-small")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory):
+    """A folder laid out like the hub repo: 2-layer ViT, 2-layer XLM-RoBERTa-type text tower."""
+    from rsicrc.model.clip_generate import write_generated_clip
+
+    return write_generated_clip(tmp_path_factory.mktemp("tiny-rs-m-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_folder):
+    from rsicrc.model.clip import load_clip
+
+    return load_clip(str(tiny_clip_folder), device="cpu")

@@ -21,21 +21,6 @@ def queries():
 
 
 @pytest.fixture(scope="session")
-def tiny_clip_folder(tmp_path_factory):
-    """A folder laid out like the hub repo: 2-layer ViT, 2-layer XLM-RoBERTa-type text tower."""
-    from rsicrc.model.clip_generate import write_generated_clip
-
-    return write_generated_clip(tmp_path_factory.mktemp("tiny-rs-m-clip"))
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tiny_clip_folder):
-    from rsicrc.model.clip import load_clip
-
-    return load_clip(str(tiny_clip_folder), device="cpu")
-
-
-@pytest.fixture(scope="session")
 def tile_pairs():
     """Six BEFORE/AFTER uint8 tile pairs (N,3,96,96) with different content."""
     rng = np.random.default_rng(7)

@@ -16,29 +16,15 @@ ZH = "道路附近出现了新建筑"
 
 
 @pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    from rsicrc.model.clip_generate import write_generated_clip
-
-    return write_generated_clip(tmp_path_factory.mktemp("tiny-rs-m-clip"))
-
-
-@pytest.fixture(scope="module")
-def clip_encoder(clip_folder):
-    from rsicrc.model.clip import load_clip
-
-    return load_clip(str(clip_folder), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip_gpkg(worker_env, raster_pair, clip_folder, small_checkpoint, tmp_path_factory):
-    """`rsicrc caption --clip --clip-model <generated folder>` on the 2-tile pair (the CLI: the
-    captionchanges algorithm has no way to name the RS-M-CLIP model, only the default hub id)."""
+def clip_gpkg(worker_env, raster_pair, tiny_clip_folder, small_checkpoint, tmp_path_factory):
+    """`rsicrc caption --clip --clip-model <generated folder>` on the 2-tile pair, made with the
+    CLI (how the plugin passes --clip-model is checked in test_plugin_units.py)."""
     before, after = raster_pair
     out = tmp_path_factory.mktemp("clip-caption") / "clip.gpkg"
     proc = subprocess.run(
         [worker_env["RSICRC_PYTHON"], "-m", "rsicrc", "caption", str(before), str(after),
          "--output", str(out), "--tile-size", "256", "--model", str(small_checkpoint), "--device", "cpu",
-         "--clip", "--clip-model", str(clip_folder)],
+         "--clip", "--clip-model", str(tiny_clip_folder)],
         capture_output=True, text=True, timeout=300, env=dict(os.environ), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
@@ -111,11 +97,11 @@ def _clip_method():
 @pytest.mark.parametrize("text,when,appeared", [(RU, "after", False), (ZH, "before", False),
                                                 (RU, "after", True)],
                          ids=["ru-after", "zh-before", "ru-appeared"])
-def test_algorithm_clip_scores_match_pipeline(plugin, clip_layer, clip_gpkg, clip_encoder,
+def test_algorithm_clip_scores_match_pipeline(plugin, clip_layer, clip_gpkg, tiny_clip,
                                               text, when, appeared, tmp_path):
     import processing
 
-    expected = _expected(clip_encoder, clip_gpkg, text, when, appeared)
+    expected = _expected(tiny_clip, clip_gpkg, text, when, appeared)
     res = processing.run("rsicrc:searchchanges", {
         "INPUT": clip_layer, "QUERY": text, "FIELD": "cq", "TOP": 1, "METHOD": _clip_method(),
         "WHEN": ["after", "before"].index(when), "APPEARED": appeared,
@@ -128,7 +114,7 @@ def test_algorithm_clip_scores_match_pipeline(plugin, clip_layer, clip_gpkg, cli
     assert [f["tile_id"] for f in clip_layer.selectedFeatures()] == [max(expected, key=expected.get)]
 
 
-def test_dock_multilingual_scores_and_selects_best(plugin, clip_layer, clip_gpkg, clip_encoder,
+def test_dock_multilingual_scores_and_selects_best(plugin, clip_layer, clip_gpkg, tiny_clip,
                                                    wait_signal):
     from rsicrc.rsicrc_qgis import search_core
 
@@ -148,7 +134,7 @@ def test_dock_multilingual_scores_and_selects_best(plugin, clip_layer, clip_gpkg
     finally:
         dock.appeared_check.setChecked(False)
     assert ok, message
-    expected = _expected(clip_encoder, clip_gpkg, ZH, "after", True)
+    expected = _expected(tiny_clip, clip_gpkg, ZH, "after", True)
     reopened = QgsVectorLayer(clip_layer.source(), "again", "ogr")  # committed to the file
     got = {f["tile_id"]: f["search_score"] for f in reopened.getFeatures()}
     assert set(got) == set(expected)
