@@ -53,7 +53,8 @@ class Captioner:
         self.sha256 = sha256
         self.device = device
         self.dtype = dtype
-        self._no_change_ids = _change.sentence_token_ids(vocab)
+        sentences = _change.sentence_token_ids(vocab)
+        self._no_change = _change.NoChangeScorer(sentences, vocab.pad) if sentences else None
 
     @property
     def embedding_dim(self):
@@ -84,8 +85,8 @@ class Captioner:
         return self._normalised_cpu(pooled)
 
     @torch.inference_mode()
-    def _greedy(self, memory):
-        return self.net.decoder.greedy(memory, self.vocab.start, self.vocab.end)
+    def _greedy(self, memory, cross_kv=None):
+        return self.net.decoder.greedy(memory, self.vocab.start, self.vocab.end, cross_kv)
 
     def generate(self, before, after):
         """Greedy token ids per pair: START first, END last when reached."""
@@ -105,11 +106,11 @@ class Captioner:
     def describe_pairs(self, before, after):
         """Captions, embeddings, change scores and the changed flag from one encoder pass."""
         memory, pooled = self._encode(before, after)
-        captions = [self.vocab.decode(ids) for ids in self._greedy(memory)]
+        cross_kv = self.net.decoder.cross_keys_values(memory)  # shared by decoding and scoring
+        captions = [self.vocab.decode(ids) for ids in self._greedy(memory, cross_kv)]
         changed = [not self.is_no_change(c) for c in captions]
-        if self._no_change_ids:
-            scores = _change.change_scores(self.net.decoder, memory, self._no_change_ids, self.vocab.pad)
-            scores = scores.float().cpu()
+        if self._no_change is not None:
+            scores = self._no_change(self.net.decoder, cross_kv).float().cpu()
         else:  # a vocabulary without any "no change" sentence: only the caption can tell
             scores = torch.tensor([1.0 if c else 0.0 for c in changed])
         return PairResult(captions, self._normalised_cpu(pooled), scores, changed)

@@ -42,20 +42,31 @@ def sentence_token_ids(vocab):
     return out
 
 
-def change_scores(decoder, memory, sentences, pad_id):
-    """1 - best per-token geometric-mean probability of a "no change" sentence, per pair."""
-    n, k = memory.shape[0], len(sentences)
-    longest = max(len(s) for s in sentences)
-    ids = torch.full((k, longest), pad_id, dtype=torch.long, device=memory.device)
-    for i, s in enumerate(sentences):
-        ids[i, :len(s)] = torch.tensor(s, device=memory.device)
-    lengths = torch.tensor([len(s) - 1 for s in sentences], device=memory.device)
-    # The text side does not depend on the pair: run it once, then pair it with every image.
-    text = decoder.text_states(ids)
-    cross_kv = [(kk.repeat_interleave(k, 0), vv.repeat_interleave(k, 0))
-                for kk, vv in decoder.cross_keys_values(memory)]
-    logits = decoder.cross_logits(text.repeat(n, 1, 1), cross_kv)[:, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].repeat(n, 1).unsqueeze(-1))[..., 0]
-    valid = torch.arange(longest - 1, device=memory.device) < lengths.unsqueeze(1)
-    mean_logp = (logp * valid.repeat(n, 1)).sum(-1) / lengths.repeat(n)
-    return (1.0 - mean_logp.view(n, k).exp().max(dim=1).values).clamp_(0.0, 1.0)
+class NoChangeScorer:
+    """change_score for batches of pairs; the sentences' text side is computed once."""
+
+    def __init__(self, sentences, pad_id):
+        self.sentences = sentences
+        self.pad_id = pad_id
+        self._text = None  # (ids, lengths, uni-decoder states): they do not depend on the pair
+
+    def _text_side(self, decoder, device):
+        if self._text is None:
+            longest = max(len(s) for s in self.sentences)
+            ids = torch.full((len(self.sentences), longest), self.pad_id, dtype=torch.long, device=device)
+            for i, s in enumerate(self.sentences):
+                ids[i, :len(s)] = torch.tensor(s, device=device)
+            lengths = torch.tensor([len(s) - 1 for s in self.sentences], device=device)
+            self._text = (ids, lengths, decoder.text_states(ids))
+        return self._text
+
+    def __call__(self, decoder, cross_kv):
+        """Scores (N,) from the visual keys/values of N pairs (decoder.cross_keys_values)."""
+        n, k = cross_kv[0][0].shape[0], len(self.sentences)
+        ids, lengths, text = self._text_side(decoder, cross_kv[0][0].device)
+        paired = [(kk.repeat_interleave(k, 0), vv.repeat_interleave(k, 0)) for kk, vv in cross_kv]
+        logits = decoder.cross_logits(text.repeat(n, 1, 1), paired)[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].repeat(n, 1).unsqueeze(-1))[..., 0]
+        valid = torch.arange(ids.shape[1] - 1, device=ids.device) < lengths.unsqueeze(1)
+        mean_logp = (logp * valid.repeat(n, 1)).sum(-1) / lengths.repeat(n)
+        return (1.0 - mean_logp.view(n, k).exp().max(dim=1).values).clamp_(0.0, 1.0)

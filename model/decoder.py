@@ -154,7 +154,7 @@ class CaptionDecoder(nn.Module):
         """Teacher-forced logits (B, L, V) for token ids given visual tokens (B, M, C)."""
         return self.cross_logits(self.text_states(ids), self.cross_keys_values(memory))
 
-    def greedy(self, memory, start_id, end_id):
+    def greedy(self, memory, start_id, end_id, cross_kv=None):
         """Greedy decoding of every row at once; a row leaves the batch when it emits END.
 
         Returns one list of ids per row: START first, END last when reached, at most max_len
@@ -164,7 +164,8 @@ class CaptionDecoder(nn.Module):
         device = memory.device
         outputs = [[start_id] for _ in range(n)]
         alive = torch.arange(n, device=device)
-        cross_kv = self.cross_keys_values(memory)
+        if cross_kv is None:
+            cross_kv = self.cross_keys_values(memory)
         layers = list(self.uni_decoder) + list(self.cross_decoder)
         heads = self.uni_decoder[0].self_attn.num_heads
         head_dim = memory.shape[-1] // heads

@@ -8,6 +8,7 @@ fingerprint (inputs, grid, tiling, bands, model sha256, queries, CLIP settings) 
 the one stored in the partial file.
 """
 import datetime
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ class CaptionParams:
     batch_size: int = 16
     device: str = "auto"
     queries: list = field(default_factory=list)
-    resume: bool = False
+    resume: object = False  # True: continue the partial file; "auto": only if it is the same job
     reproject: bool = False
     target_resolution: float = None
     max_nodata: float = 0.5
@@ -142,6 +143,8 @@ def _open_resume(p, part, fingerprint):
     stored = state.meta.get("run_fingerprint")
     if stored is None:
         raise BadInput("is not an rsicrc partial layer; rerun without --resume", part)
+    # Compare as stored: JSON turns tuples (e.g. stretch limits) into lists.
+    fingerprint = json.loads(json.dumps(fingerprint))
     differing = sorted(k for k, v in fingerprint.items() if v is not None and stored.get(k) != v)
     if differing:
         raise BadInput(f"was made by a different job (differs in: {', '.join(differing)}); "
@@ -174,8 +177,13 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
     part = partial_path(out)
     state = None
     if p.resume:
-        state = _open_resume(p, part, _fingerprint(p, plan))
-        if state is None:
+        try:
+            state = _open_resume(p, part, _fingerprint(p, plan))
+        except BadInput as e:
+            if p.resume != "auto":
+                raise
+            reporter.warning(f"{e}; starting over")
+        if state is None and p.resume != "auto":
             reporter.warning(f"{part}: nothing to resume, starting a new run")
     elif os.path.exists(part):
         reporter.warning(f"{part}: discarding an earlier unfinished run (pass --resume to continue it)")
@@ -190,9 +198,12 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
     fingerprint = _fingerprint(p, plan, cap.sha256, clip_sha)
     if state is not None:
         stored = state.meta["run_fingerprint"]
-        for key in ("model_sha256", "clip_model_sha256"):
-            if stored.get(key) != fingerprint[key]:
-                raise BadInput(f"was made with a different model ({key} differs); rerun without --resume", part)
+        changed = [key for key in ("model_sha256", "clip_model_sha256") if stored.get(key) != fingerprint[key]]
+        if changed and p.resume != "auto":
+            raise BadInput(f"was made with a different model ({changed[0]} differs); rerun without --resume", part)
+        if changed:
+            reporter.warning(f"{part}: was made with a different model; starting over")
+            state = None
 
     query_fields, query_matrix = _embed_queries(cap, p.queries, reporter)
     if state is None:

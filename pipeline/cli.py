@@ -5,6 +5,7 @@ With `--progress json`, errors are also JSON lines on stdout (docs/interfaces.md
 """
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -21,7 +22,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_float(text):
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def build_parser():
@@ -45,11 +49,13 @@ def build_parser():
     c.add_argument("--query", action="append", default=[], metavar="TEXT",
                    help="score every tile against this text (repeatable); one q_<words> field each")
     c.add_argument("--resume", action="store_true", help="finish an interrupted run (OUT.gpkg.partial)")
+    c.add_argument("--resume-if-possible", action="store_true",
+                   help="finish OUT.gpkg.partial when it holds this same job, else start over (for tools)")
     c.add_argument("--progress", choices=["bar", "json"], default="bar")
     c.add_argument("--reproject", action="store_true",
                    help="warp AFTER onto BEFORE's grid when CRS, pixel size or alignment differ")
     c.add_argument("--target-resolution", type=_positive_float, metavar="METERS",
-                   help="resample both dates to this pixel size (CRS units) before tiling")
+                   help="resample both dates to this pixel size in metres (degrees converted on a geographic CRS)")
     c.add_argument("--max-nodata", type=float, default=0.5,
                    help="skip tiles with more than this fraction of nodata/masked pixels (default 0.5)")
     c.add_argument("--clip", action="store_true", help="also store RS-M-CLIP embeddings and land-cover classes")
@@ -93,7 +99,7 @@ def _caption(args, reporter):
     params = CaptionParams(
         before=args.before, after=args.after, output=args.output, model=args.model, bands=args.bands,
         tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        queries=args.query, resume=args.resume, reproject=args.reproject,
+        queries=args.query, resume=True if args.resume else ("auto" if args.resume_if_possible else False), reproject=args.reproject,
         target_resolution=args.target_resolution, max_nodata=args.max_nodata, clip=args.clip,
         clip_model=args.clip_model, classes=args.classes)
     try:

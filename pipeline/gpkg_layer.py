@@ -70,12 +70,21 @@ def slug_field(text, taken, prefix="q_"):
     return name
 
 
+def written_by_caption(name):
+    """Whether `rsicrc caption` wrote a field of this name (a score must never overwrite it)."""
+    from .clip_fields import CLASS_FIELDS, CLIP_BLOB_FIELDS
+
+    written = [f for f, _ in CORE_FIELDS] + ["fid", "geom", "embedding", *CLIP_BLOB_FIELDS] + \
+        [f for f, _ in CLASS_FIELDS]
+    return name.lower() in {f.lower() for f in written}
+
+
 def check_field_name(name):
     from .errors import BadInput
 
     if not _FIELD_NAME.match(name):
         raise BadInput(f"--field {name!r} is not a valid field name (letters, digits, _; not starting with a digit)")
-    if name.lower() in {f.lower() for f, _ in CORE_FIELDS} | {"fid", "geom", "embedding"}:
+    if written_by_caption(name):
         raise BadInput(f"--field {name!r} would overwrite a field that `rsicrc caption` wrote")
     return name
 

@@ -179,9 +179,13 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
         if target_resolution is not None:
             if target_resolution <= 0:
                 raise BadInput(f"--target-resolution must be positive, got {target_resolution}")
-            width = int(b.width * b.res[0] / target_resolution)
-            height = int(b.height * b.res[1] / target_resolution)
-            transform = Affine(target_resolution, 0, b.transform.c, 0, -target_resolution, b.transform.f)
+            # Metres, as the pixel-size warning speaks; degrees on a geographic CRS.
+            step = target_resolution / METERS_PER_DEGREE if b.crs.is_geographic else target_resolution
+            width = int(b.width * b.res[0] / step)
+            height = int(b.height * b.res[1] / step)
+            if min(width, height) < 1:
+                raise BadInput(f"--target-resolution {target_resolution} m leaves less than one pixel", before_path)
+            transform = Affine(step, 0, b.transform.c, 0, -step, b.transform.f)
             grid = Grid(b.crs, transform, width, height)
             warp_before = warp_after = True
         else:

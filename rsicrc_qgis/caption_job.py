@@ -69,9 +69,10 @@ def partial_path(output):
 def caption_args(before, after, output, bands=None, tile_size=None, queries=(), model=None,
                  device=None, reproject=False, clip=False):
     args = ["caption", before, after, "--output", output, "--progress", "json"]
-    # An interrupted run (cancel) left its finished tiles behind: running again continues it.
+    # An interrupted run (cancel) left its finished tiles behind: running the same job again
+    # continues it; any other job to that output starts over (the CLI checks which).
     if Path(partial_path(output)).exists():
-        args.append("--resume")
+        args.append("--resume-if-possible")
     if reproject:
         args.append("--reproject")
     if clip:

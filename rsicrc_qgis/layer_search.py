@@ -9,6 +9,7 @@ import numpy as np
 from qgis.core import QgsFeatureRequest, QgsField, QgsVectorLayer
 from qgis.PyQt.QtCore import QVariant, Qt
 
+from ..pipeline.gpkg_layer import written_by_caption
 from . import scoring
 from .result_layer import EMBEDDING_FIELD, blob_vector
 
@@ -46,6 +47,9 @@ def read_embeddings(layer, field_name=EMBEDDING_FIELD, dim=None):
 
 def ensure_score_field(layer, name):
     """Index of the real field `name`, added through the edit buffer when missing."""
+    if written_by_caption(name):
+        raise SearchProblem(f"Score field \"{name}\" would overwrite a field that rsicrc caption wrote; "
+                            "choose another score field.")
     idx = layer.fields().indexOf(name)
     if idx >= 0:
         if layer.fields().at(idx).type() not in (QVariant.Double, QVariant.Int, QVariant.LongLong):

@@ -71,6 +71,8 @@ class RsicrcPlugin:
     def unload(self):
         for task in list(self.tasks):
             task.cancel()
+        if self.dock is not None:
+            self.dock.shutdown()
         search_worker.close_all()
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)

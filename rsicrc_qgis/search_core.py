@@ -49,7 +49,8 @@ def prepare(layer, meta=None, mode=MODE_CAPTION):
         dim = meta.get("clip_embedding_dim")
         before = read_embeddings(layer, "clip_before", dim)
         after = read_embeddings(layer, "clip_after", dim)
-        common = [f for f in before.fids if f in set(after.fids)]
+        after_fids = set(after.fids)
+        common = [f for f in before.fids if f in after_fids]
         if common != before.fids or common != after.fids:
             pos_b = {f: i for i, f in enumerate(before.fids)}
             pos_a = {f: i for i, f in enumerate(after.fids)}

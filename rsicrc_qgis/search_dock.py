@@ -38,6 +38,7 @@ class SearchDock(QgsDockWidget):
         self.setObjectName("RsicrcSearchDock")
         self.iface = iface
         self._task = None
+        self._closing = False
         self._meta = None
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
@@ -143,7 +144,16 @@ class SearchDock(QgsDockWidget):
         self._task = task
         QgsApplication.taskManager().addTask(task)
 
+    def shutdown(self):
+        """The plugin is unloading: cancel a running search; its late result must touch nothing."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
     def _embedded(self, layer, prepared, text, when, change, exc, answer):
+        if self._closing:
+            return
         self._task = None
         if isinstance(exc, EnvironmentProblem):
             self.environmentProblem.emit(str(exc))

@@ -18,7 +18,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from .. import result_layer, scoring, search_core, settings
 from ..environment import EnvironmentProblem
-from ..layer_search import SearchProblem
+from ..layer_search import SearchProblem, written_by_caption
 from ..search_worker import WorkerError, shared_worker
 from ..worker_process import Canceled
 from .layer_post_processor import StyleResultLayer
@@ -117,6 +117,9 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
                                  "their score is empty.")
         feedback.setProgress(50)
 
+        if written_by_caption(field_name):
+            raise QgsProcessingException(f"FIELD: \"{field_name}\" would overwrite a field that rsicrc "
+                                         "caption wrote; choose another score field.")
         fields = QgsFields(layer.fields())
         if fields.indexOf(field_name) < 0:
             fields.append(QgsField(field_name, QVariant.Double))

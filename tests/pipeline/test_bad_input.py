@@ -139,3 +139,18 @@ def test_unusable_model_source_exits_2_naming_it(rasters, tmp_path, capsys, smal
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert str(model) in err and "levir_vocab.json, pytorch_model.bin missing" in err
     assert not out.exists() and not os.path.exists(str(out) + ".partial")
+
+
+def test_target_resolution_is_in_metres_on_a_geographic_crs(tmp_path):
+    deg = 1e-5  # about 1.1 m
+    path = write_raster(tmp_path / "wgs84.tif", uint8_scene((300, 300), 3), crs="EPSG:4326",
+                        origin=(11.0, 45.0), res=deg)
+    plan = plan_pair(path, path, tile_size=128, target_resolution=0.5)
+    assert plan.grid.width == int(300 * deg * 111_320.0 / 0.5)  # about 668 px of 0.5 m
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_target_resolution_must_be_a_positive_number(rasters, tmp_path, capsys, value):
+    rc = main(["caption", rasters["good"], rasters["good"], "-o", str(tmp_path / "o.gpkg"),
+               "--target-resolution", value])
+    assert rc == 2 and "--target-resolution" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pyogrio.raw
 import pytest
-from pipeline_test_rasters import uint8_scene, write_raster
+from pipeline_test_rasters import scene, uint8_scene, write_raster
 
 from rsicrc.pipeline.caption_run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
@@ -86,6 +86,48 @@ def test_resume_of_a_different_job_is_refused(pair, captioner, tmp_path):
     os.replace(out, part)  # a partial file of the 64 px job
     rc = main(["caption", *pair, "-o", str(out), "--model", captioner.source, "--tile-size", "128", "--resume"])
     assert rc == 2 and not out.exists()
+
+
+def test_resume_if_possible_starts_over_for_a_different_job(pair, captioner, tmp_path, capsys):
+    out = tmp_path / "o.gpkg"
+    part = str(out) + ".partial"
+    run_caption(CaptionParams(*pair, str(out), model=captioner.source, tile_size=TILE, batch_size=6),
+                Reporter(), captioner=captioner)
+    os.replace(out, part)  # a partial file of the 64 px job
+    capsys.readouterr()
+    rc = main(["caption", *pair, "-o", str(out), "--model", captioner.source, "--tile-size", "128",
+               "--resume-if-possible", "--progress", "json"])
+    events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and not os.path.exists(part)
+    assert any(e["event"] == "warning" and "starting over" in e["message"] for e in events)
+    assert features(out)[0]["tile_id"] == list(range(events[-1]["features"]))
+
+
+def test_resume_of_a_stretched_uint16_job(tmp_path, captioner, capsys):
+    """The fingerprint holds the stretch limits: they must compare equal after the JSON round trip."""
+    data = [(scene((128, 192), seed) * 3000 + 500).astype(np.uint16) for seed in (21, 22)]
+    before = write_raster(tmp_path / "b16.tif", data[0])
+    after = write_raster(tmp_path / "a16.tif", data[1])
+    out = tmp_path / "u16.gpkg"
+    run_caption(CaptionParams(before, after, str(out), model=captioner.source, tile_size=TILE, batch_size=6),
+                Reporter(), captioner=captioner)
+    want = features(out)[0]["caption"]
+    os.replace(out, str(out) + ".partial")  # every tile written, the rename not yet done
+    rc = main(["caption", before, after, "-o", str(out), "--model", captioner.source, "--tile-size", str(TILE),
+               "--resume", "--progress", "json"])
+    events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rc == 0, events[-1]
+    assert [e["done"] for e in events if e["event"] == "progress"][0] == len(want)  # nothing redone
+    assert features(out)[0]["caption"] == want
+
+
+@pytest.mark.parametrize("field", ["clip_after", "before_class", "change_score", "tile_id", "embedding"])
+def test_search_field_cannot_overwrite_what_caption_wrote(uninterrupted, tmp_path, capsys, field):
+    layer = tmp_path / "f.gpkg"
+    layer.write_bytes(uninterrupted.read_bytes())
+    rc = main(["search", str(layer), "a road", "--field", field, "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and field in err and "would overwrite" in err
 
 
 def test_search_scores_every_feature(uninterrupted, captioner, tmp_path, capsys):

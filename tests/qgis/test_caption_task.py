@@ -42,7 +42,7 @@ def test_cancel_stops_child_and_leaves_resumable_output(plugin, worker_env, rast
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         con.close()
         args = caption_job.caption_args("b.tif", "a.tif", str(output))
-        assert "--resume" in args
+        assert "--resume-if-possible" in args
 
 
 def test_broken_interpreter_gives_message_not_crash(plugin, qgis_iface, raster_pair, tmp_path,

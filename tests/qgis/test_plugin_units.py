@@ -82,10 +82,10 @@ def test_caption_args_and_parameter_checks(tmp_path):
     args = caption_job.caption_args("b.tif", "a.tif", out, "4,3,2", 224, ["new road", "trees"],
                                     "some/model", "cpu", reproject=True)
     assert args[:6] == ["caption", "b.tif", "a.tif", "--output", out, "--progress"]
-    assert args.count("--query") == 2 and "--reproject" in args and "--resume" not in args
+    assert args.count("--query") == 2 and "--reproject" in args and "--resume-if-possible" not in args
     assert args[args.index("--tile-size") + 1] == "224"
     Path(caption_job.partial_path(out)).write_bytes(b"")
-    assert "--resume" in caption_job.caption_args("b.tif", "a.tif", out, model="m")
+    assert "--resume-if-possible" in caption_job.caption_args("b.tif", "a.tif", out, model="m")
     assert caption_job.parse_bands(" 4, 3,2 ") == "4,3,2"
     assert caption_job.parse_bands("") is None
     for bad in ("1,2", "0,1,2", "a,b,c"):
