@@ -213,3 +213,17 @@ def test_metadata_txt_has_required_fields():
     assert general["qgisMinimumVersion"] == "3.22"
     assert (REPO / general["icon"]).is_file()
     assert general["version"] == json.loads(json.dumps(__import__("rsicrc").__version__))
+
+
+@pytest.mark.parametrize("name", ["tile_id", "change_score", "clip_after", "before_class_prob"])
+def test_score_field_cannot_overwrite_what_caption_wrote(name):
+    from qgis.core import QgsVectorLayer
+
+    from rsicrc.rsicrc_qgis import layer_search
+
+    layer = QgsVectorLayer("Point?field=tile_id:integer&field=change_score:double", "result", "memory")
+    with pytest.raises(layer_search.SearchProblem, match="would overwrite"):
+        layer_search.ensure_score_field(layer, name)
+    layer.startEditing()
+    assert layer_search.ensure_score_field(layer, "road_score") == 2  # a new name is fine
+    layer.rollBack()
