@@ -17,14 +17,16 @@ import numpy as np
 
 from . import gpkg_layer as gl
 from .errors import BadInput
+from .gpkg_layer import partial_path
 from .models import load_captioner, load_clip_encoder
 from .raster_pair import parse_bands, plan_pair
 from .tile_reader import TileReader
 from .tiling import tile_grid
 
+# The model package's defaults, repeated because importing rsicrc.model loads torch, which the
+# CLI avoids until the pair checks have passed (tests/pipeline/test_caption.py pins them equal).
 DEFAULT_MODEL = "rogerferrod/RSICRC"
 DEFAULT_CLIP_MODEL = "hf-hub:joaodaniel/RS-M-CLIP"
-PARTIAL_SUFFIX = ".partial"
 
 
 def default_model():
@@ -64,10 +66,6 @@ class RunSummary:
     skipped: int
     total: int
     resumed_tiles: int
-
-
-def partial_path(output):
-    return str(output) + PARTIAL_SUFFIX
 
 
 def _check_params(p):

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from .gpkg_layer import embedding_blob as embedding_to_blob  # the layer's one BLOB encoding
+
 if TYPE_CHECKING:  # torch is imported only by the encoder itself
     from ..model.clip import ClipEncoder
 
@@ -50,11 +52,6 @@ def parse_classes(text: str | None) -> list[str]:
         raise ValueError(f"--classes {text!r} names {len(classes)} class(es): give at least two, "
                          f"separated by commas (e.g. \"forest, water, buildings\")")
     return classes
-
-
-def embedding_to_blob(vector) -> bytes:
-    """One embedding -> float32 little-endian bytes."""
-    return np.ascontiguousarray(np.asarray(vector, dtype="<f4").reshape(-1)).tobytes()
 
 
 def blobs_to_matrix(blobs: Sequence[bytes | None], dim: int) -> np.ndarray:

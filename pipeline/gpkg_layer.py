@@ -16,6 +16,7 @@ import numpy as np
 
 LAYER = "changes"
 METADATA_TABLE = "rsicrc_metadata"
+PARTIAL_SUFFIX = ".partial"  # an unfinished run is built in OUT + PARTIAL_SUFFIX
 CORE_FIELDS = [
     ("tile_id", "INTEGER"),
     ("row", "INTEGER"),
@@ -50,6 +51,10 @@ def blob_envelope(blob):
         return None
     order = "<" if flags & 1 else ">"
     return struct.unpack_from(order + "4d", blob, 8)
+
+
+def partial_path(output):
+    return str(output) + PARTIAL_SUFFIX
 
 
 def embedding_blob(vector):

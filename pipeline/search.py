@@ -74,14 +74,13 @@ def _hit(con, fid, score):
     return Hit(tile_id, score, caption, ((minx + maxx) / 2, (miny + maxy) / 2))
 
 
-def _stored(con, column):
-    fids, chunks = [], []
-    for f, m in gl.iter_blobs(con, column):
-        fids.append(f)
-        chunks.append(m)
-    if not fids:
-        return np.zeros(0, dtype=np.int64), None
-    return np.concatenate(fids), np.concatenate(chunks)
+def _stored_clip(con, dim):
+    """fids and the (N, dim) BEFORE and AFTER CLIP matrices; a missing BLOB is a row of NaN."""
+    from .clip_fields import blobs_to_matrix
+
+    rows = con.execute(f'SELECT fid, clip_before, clip_after FROM "{gl.LAYER}" ORDER BY fid').fetchall()
+    fids = np.array([r[0] for r in rows], dtype=np.int64)
+    return fids, blobs_to_matrix([r[1] for r in rows], dim), blobs_to_matrix([r[2] for r in rows], dim)
 
 
 def _rsicrc_scores(con, meta, cols, layer, text, field, model, device, reporter, captioner):
@@ -122,11 +121,11 @@ def _clip_scores(con, meta, cols, layer, text, field, clip_model, device, when, 
         if meta.get("clip_model_sha256") and clip_encoder.sha256 != meta.get("clip_model_sha256"):
             raise BadInput(f"its CLIP embeddings come from sha256 {meta.get('clip_model_sha256')}, but {source} "
                            f"has sha256 {clip_encoder.sha256}; search with the same CLIP model", layer)
-    fids, before = _stored(con, "clip_before")
-    _, after = _stored(con, "clip_after")
-    if before is None:
-        return np.zeros(0), fids, field or "cq_" + gl.slug_field(text, [])[2:]
     try:
+        dim = int(meta.get("clip_embedding_dim") or clip_encoder.embedding_dim)
+        fids, before, after = _stored_clip(con, dim)
+        if not len(fids):
+            return np.zeros(0), fids, field or "cq_" + gl.slug_field(text, [])[2:]
         scores = np.asarray(clip_scores(clip_encoder, text, before, after, when=when, change=change),
                             dtype=np.float64)
     except ValueError as e:  # e.g. embeddings of another CLIP model's width

@@ -5,11 +5,11 @@ very same command line.
 """
 from pathlib import Path
 
+from ..pipeline.gpkg_layer import LAYER, partial_path
 from . import settings
 from .worker_process import run_cli
 
 DEFAULT_TILE_SIZE = 256
-LAYER_NAME = "changes"
 
 
 class BadParameter(Exception):
@@ -58,12 +58,7 @@ def output_path(text):
 
 
 def layer_uri(path):
-    return f"{path}|layername={LAYER_NAME}"
-
-
-def partial_path(output):
-    """Where the CLI keeps an unfinished run (pipeline/caption_run.py: OUT + ".partial")."""
-    return output + ".partial"
+    return f"{path}|layername={LAYER}"
 
 
 def caption_args(before, after, output, bands=None, tile_size=None, queries=(), model=None,

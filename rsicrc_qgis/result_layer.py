@@ -1,7 +1,8 @@
 """What a result GeoPackage holds besides its features: the rsicrc_metadata table, the blobs.
 
-Read with sqlite3 (standard library), so the plugin needs neither torch nor the pipeline to
-know which model made a layer and whether it can be searched with RS-M-CLIP.
+Read with sqlite3 (standard library), so the plugin needs no torch to know which model made a
+layer and whether it can be searched with RS-M-CLIP. The table name comes from the pipeline's layer
+module, which imports only numpy.
 """
 import json
 import sqlite3
@@ -9,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-METADATA_TABLE = "rsicrc_metadata"
-LAYER_NAME = "changes"
+from ..pipeline.gpkg_layer import METADATA_TABLE
+
 EMBEDDING_FIELD = "embedding"
-CLIP_FIELDS = ("clip_before", "clip_after")
 
 
 class NotAResultLayer(Exception):

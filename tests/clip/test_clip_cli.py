@@ -168,3 +168,23 @@ def test_clip_model_default_comes_from_the_environment(monkeypatch):
     assert CaptionParams("b", "a", "o").clip_model == DEFAULT_CLIP_MODEL
     monkeypatch.setenv("RSICRC_CLIP_MODEL", "/somewhere/RS-M-CLIP")
     assert CaptionParams("b", "a", "o").clip_model == "/somewhere/RS-M-CLIP"
+
+
+def test_search_clip_scores_a_tile_without_embedding_as_empty(clip_layer, tmp_path, capsys):
+    import sqlite3
+
+    from rsicrc.pipeline import gpkg_layer
+
+    layer = tmp_path / "hole.gpkg"
+    layer.write_bytes(clip_layer.read_bytes())
+    con = gpkg_layer.connect(str(layer))  # GDAL's triggers need its ST_* functions
+    with con:
+        hole = con.execute('SELECT min(fid) FROM "changes"').fetchone()[0]
+        con.execute('UPDATE "changes" SET clip_after = NULL WHERE fid = ?', (hole,))
+    con.close()
+    result = _search(capsys, layer, "new buildings")
+    con = sqlite3.connect(layer)
+    scores = dict(con.execute(f'SELECT fid, "{result["field"]}" FROM "changes"').fetchall())
+    con.close()
+    assert scores.pop(hole) is None  # no embedding: no score, and no failure
+    assert all(isinstance(v, float) for v in scores.values())

@@ -174,3 +174,11 @@ def test_reprojected_after_is_warped_onto_before_grid(tmp_path, captioner):
                                         reproject=True), Collect(), captioner=captioner)
     assert summary.features == 2
     assert pyogrio.read_info(str(out), layer="changes")["crs"] == "EPSG:32632"
+
+
+def test_cli_default_models_are_the_model_packages_defaults():
+    from rsicrc.model import DEFAULT_SOURCE
+    from rsicrc.model.clip import DEFAULT_CLIP_SOURCE
+    from rsicrc.pipeline.caption_run import DEFAULT_CLIP_MODEL, DEFAULT_MODEL
+
+    assert (DEFAULT_MODEL, DEFAULT_CLIP_MODEL) == (DEFAULT_SOURCE, DEFAULT_CLIP_SOURCE)
