@@ -2,61 +2,29 @@
 
 The layer is built in OUT + ".partial" next to the output and moved into place only once every
 tile is written, so OUT is either absent, a previous complete file, or the new complete file.
-Each batch is one SQLite transaction; an interrupted run (Ctrl-C, SIGTERM, a kill) leaves a
-partial file of whole batches that `--resume` finishes. A resumed run must be the same job: its
-fingerprint (inputs, grid, tiling, bands, model sha256, queries, CLIP settings) is compared with
-the one stored in the partial file.
+Each batch is one transaction; an interrupted run (Ctrl-C, SIGTERM, a kill) leaves a partial file
+of whole batches that `--resume` finishes. A resumed run must be the same job: its fingerprint
+(inputs, grid, tiling, bands, model sha256, queries, CLIP settings) is compared with the one
+stored in the partial file. Skipped tiles (nodata) are recorded when the run finishes; a resumed
+run reads them again, which costs a read and no model work.
 """
 import datetime
 import json
 import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import gpkg_layer as gl
+from .caption_params import CaptionParams, ParamError, band_list  # noqa: F401 - CaptionParams: the API
 from .errors import BadInput
 from .gpkg_layer import partial_path
 from .models import load_captioner, load_clip_encoder
-from .raster_pair import parse_bands, plan_pair
+from .output_file import (OutputLock, check_output, check_replaceable, discard_partial, is_rsicrc_layer,
+                          move_into_place)
+from .raster_pair import plan_pair
 from .tile_reader import TileReader
 from .tiling import tile_grid
-
-# The model package's defaults, repeated because importing rsicrc.model loads torch, which the
-# CLI avoids until the pair checks have passed (tests/pipeline/test_caption.py pins them equal).
-DEFAULT_MODEL = "rogerferrod/RSICRC"
-DEFAULT_CLIP_MODEL = "hf-hub:joaodaniel/RS-M-CLIP"
-
-
-def default_model():
-    return os.environ.get("RSICRC_MODEL") or DEFAULT_MODEL
-
-
-def default_clip_model():
-    return os.environ.get("RSICRC_CLIP_MODEL") or DEFAULT_CLIP_MODEL
-
-
-@dataclass
-class CaptionParams:
-    before: str
-    after: str
-    output: str
-    model: str = field(default_factory=default_model)
-    bands: object = None  # "4,3,2" or [4, 3, 2] or None
-    tile_size: int = 256
-    overlap: int = 0
-    batch_size: int = 16
-    device: str = "auto"
-    queries: list = field(default_factory=list)
-    resume: object = False  # True: continue the partial file; "auto": only if it is the same job
-    reproject: bool = False
-    target_resolution: float = None
-    max_nodata: float = 0.5
-    prefetch: int = 2
-    clip: bool = False
-    clip_model: str = field(default_factory=default_clip_model)
-    classes: str = None
 
 
 @dataclass
@@ -66,27 +34,6 @@ class RunSummary:
     skipped: int
     total: int
     resumed_tiles: int
-
-
-def _check_params(p):
-    if p.tile_size < 32:
-        raise BadInput(f"--tile-size must be at least 32 px, got {p.tile_size}")
-    if not 0 <= p.overlap < p.tile_size:
-        raise BadInput(f"--overlap must be in [0, tile size), got {p.overlap}")
-    if p.batch_size < 1:
-        raise BadInput(f"--batch-size must be at least 1, got {p.batch_size}")
-    if not 0.0 <= p.max_nodata <= 1.0:
-        raise BadInput(f"--max-nodata must be a fraction in [0, 1], got {p.max_nodata}")
-    out = Path(p.output)
-    if not out.parent.is_dir():
-        raise BadInput("output folder does not exist", out.parent)
-    if out.is_dir():
-        raise BadInput("is a folder; give a .gpkg file name", out)
-    for src in (p.before, p.after):
-        if os.path.exists(src) and os.path.exists(out) and os.path.samefile(src, out):
-            raise BadInput("output would overwrite an input raster", out)
-    if any(not q.strip() for q in p.queries):
-        raise BadInput("--query texts must not be empty")
 
 
 def _file_stamp(path):
@@ -122,24 +69,19 @@ class _Resume:
 
     def __init__(self, path):
         self.path = path
-        con = gl.connect(path)
-        try:
-            self.meta = gl.read_metadata(con) or {}
-            self.done = {r[0] for r in con.execute(f'SELECT tile_id FROM "{gl.LAYER}"')}
-        finally:
-            con.close()
-        self.skipped = list(self.meta.get("skipped_tiles") or [])
+        self.meta = gl.read_metadata(path)
+        self.done = set(gl.read_columns(path, ["tile_id"])["tile_id"].tolist())
 
 
-def _open_resume(p, part, fingerprint):
+def _open_resume(part, fingerprint):
     if not os.path.exists(part):
         return None
     try:
         state = _Resume(part)
-    except Exception as e:
+    except gl.LayerError as e:
         raise BadInput(f"cannot be resumed ({e}); rerun without --resume", part) from None
     stored = state.meta.get("run_fingerprint")
-    if stored is None:
+    if not isinstance(stored, dict):
         raise BadInput("is not an rsicrc partial layer; rerun without --resume", part)
     # Compare as stored: JSON turns tuples (e.g. stretch limits) into lists.
     fingerprint = json.loads(json.dumps(fingerprint))
@@ -152,12 +94,21 @@ def _open_resume(p, part, fingerprint):
 
 def run_caption(p, reporter, captioner=None, clip_annotator=None):
     """Run one caption job; returns RunSummary. `captioner`: an already loaded Captioner."""
-    if not isinstance(p.bands, (list, type(None))):
-        p.bands = parse_bands(p.bands)
-    p.queries = list(p.queries or [])
-    _check_params(p)
-    plan = plan_pair(p.before, p.after, bands=p.bands, tile_size=p.tile_size, reproject=p.reproject,
-                     target_resolution=p.target_resolution)
+    try:
+        p.check()
+    except ParamError as e:
+        raise BadInput(str(e)) from None
+    out = str(p.output)
+    part = partial_path(out)
+    check_output(out, (p.before, p.after), overwrite=p.overwrite)
+    with OutputLock(out):
+        check_replaceable(out)
+        return _run_locked(p, reporter, out, part, captioner, clip_annotator)
+
+
+def _run_locked(p, reporter, out, part, captioner, clip_annotator):
+    plan = plan_pair(p.before, p.after, bands=band_list(p.bands), tile_size=p.tile_size,
+                     reproject=p.reproject, target_resolution=p.target_resolution)
     for note in plan.warnings:
         reporter.warning(note)
     tiles = tile_grid(plan.window, p.tile_size, p.overlap)
@@ -171,12 +122,10 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
         except ValueError as e:
             raise BadInput(str(e)) from None
 
-    out = str(p.output)
-    part = partial_path(out)
     state = None
     if p.resume:
         try:
-            state = _open_resume(p, part, _fingerprint(p, plan))
+            state = _open_resume(part, _fingerprint(p, plan))
         except BadInput as e:
             if p.resume != "auto":
                 raise
@@ -204,62 +153,40 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
             state = None
 
     query_fields, query_matrix = _embed_queries(cap, p.queries, reporter)
-    if state is None:
-        if os.path.exists(part):
-            os.remove(part)
-        _remove_journal(part)
-        extra = [(name, "real") for name in query_fields] + [("embedding", "blob")]
-        if clip_annotator is not None:
-            extra += list(clip_annotator.fields)
-        gl.create_layer(part, plan.grid.crs.to_wkt(), extra)
-
+    fields = list(gl.CORE_FIELDS) + [(name, "real") for name in query_fields] + [("embedding", "blob")]
+    if clip_annotator is not None:
+        fields += list(clip_annotator.fields)
+    writer = gl.LayerWriter(part, plan.grid.crs.to_wkt(), fields)
     metadata = _metadata(p, plan, cap, query_fields, fingerprint, clip_annotator, clip)
-    if state is not None and "created" in state.meta:
-        metadata["created"] = state.meta["created"]
+    if state is None:
+        if os.path.exists(part) and is_rsicrc_layer(part):
+            discard_partial(part)
+        writer.create({**metadata, "complete": False})
+    else:
+        metadata["created"] = state.meta.get("created", metadata["created"])
         metadata["resumed"] = _now()
-    done_ids = state.done if state else set()
-    skipped = state.skipped if state else []
-    skipped_ids = {s["tile_id"] for s in skipped}
-    todo = [t for t in tiles if t.tile_id not in done_ids and t.tile_id not in skipped_ids]
+        writer.set_metadata(metadata)
 
-    con = gl.connect(part)
-    try:
-        srs = gl.srs_id(con)
-        with con:
-            gl.write_metadata(con, {**metadata, "complete": False, "skipped_tiles": skipped})
-        count = len(tiles) - len(todo)
-        reporter.start(len(tiles), out)
-        reporter.advance(count, len(tiles))
-        with TileReader(plan, todo, p.batch_size, p.prefetch) as reader:
-            for batch in reader:
-                rows, new_skips = _describe_batch(batch, cap, plan, srs, p.max_nodata, query_matrix,
-                                                  query_fields, clip_annotator)
-                skipped.extend(new_skips)
-                with con:  # one transaction: the batch is in the file whole or not at all
-                    gl.insert_features(con, rows)
-                    if new_skips:
-                        gl.write_metadata(con, {"skipped_tiles": skipped})
-                count += len(batch.tiles)
-                reporter.advance(count, len(tiles))
-        features = con.execute(f'SELECT count(*) FROM "{gl.LAYER}"').fetchone()[0]
-        with con:
-            gl.update_extent(con)
-            gl.write_metadata(con, {"complete": True, "features": features,
-                                    "finished": _now()})
-    except BaseException:
-        con.rollback()
-        con.close()
-        raise
-    con.close()
-    os.replace(part, out)
+    done_ids = state.done if state else set()
+    todo = [t for t in tiles if t.tile_id not in done_ids]
+    skipped = []
+    count = len(tiles) - len(todo)
+    reporter.start(len(tiles), out)
+    reporter.advance(count, len(tiles))
+    with TileReader(plan, todo, p.batch_size) as reader:
+        for batch in reader:
+            columns, bounds, new_skips = _describe_batch(batch, cap, plan, p.max_nodata, query_matrix,
+                                                         query_fields, clip_annotator)
+            skipped.extend(new_skips)
+            writer.append(columns, bounds)
+            count += len(batch.tiles)
+            reporter.advance(count, len(tiles))
+    features = gl.layer_info(part)["features"]
+    writer.set_metadata({"complete": True, "features": features, "finished": _now(),
+                         "skipped_tiles": sorted(skipped, key=lambda s: s["tile_id"])})
+    move_into_place(part, out)
     reporter.done(out, features, len(skipped))
     return RunSummary(out, features, len(skipped), len(tiles), len(tiles) - len(todo))
-
-
-def _remove_journal(part):
-    for suffix in ("-journal", "-wal", "-shm"):
-        if os.path.exists(part + suffix):
-            os.remove(part + suffix)
 
 
 def _now():
@@ -270,7 +197,7 @@ def _embed_queries(cap, queries, reporter):
     if not queries:
         return [], None
     fields = []
-    taken = [f for f, _ in gl.CORE_FIELDS] + ["embedding", "fid", "geom"]
+    taken = [f for f, _ in gl.CORE_FIELDS] + ["embedding", "fid", gl.GEOMETRY_COLUMN]
     for q in queries:
         unknown = cap.unknown_words(q)
         if unknown:
@@ -280,37 +207,38 @@ def _embed_queries(cap, queries, reporter):
     return fields, cap.embed_text(list(queries)).numpy().astype(np.float32)
 
 
-def _describe_batch(batch, cap, plan, srs, max_nodata, query_matrix, query_fields, clip_annotator):
-    keep = np.flatnonzero(batch.nodata_fraction <= max_nodata)
-    skips = [{"tile_id": t.tile_id, "row": t.row, "col": t.col,
-              "nodata_fraction": round(float(batch.nodata_fraction[i]), 6)}
-             for i, t in enumerate(batch.tiles) if batch.nodata_fraction[i] > max_nodata]
+def _describe_batch(batch, cap, plan, max_nodata, query_matrix, query_fields, clip_annotator):
+    """({field: values}, bounds (n, 4), skipped tiles) for one batch of tiles."""
+    fraction = batch.nodata_fraction
+    # A tile without one valid pixel is never captioned, whatever --max-nodata says.
+    skip = (fraction > max_nodata) | (fraction >= 1.0)
+    keep = np.flatnonzero(~skip)
+    skips = [{"tile_id": t.tile_id, "row": t.row, "col": t.col, "nodata_fraction": round(float(fraction[i]), 6)}
+             for i, t in enumerate(batch.tiles) if skip[i]]
     if keep.size == 0:
-        return [], skips
+        return {}, np.zeros((0, 4)), skips
     before, after = batch.before[keep], batch.after[keep]
     result = cap.describe_pairs(cap.preprocess(before), cap.preprocess(after))
     emb = result.embeddings.numpy().astype(np.float32)
-    scores = np.asarray(result.change_scores, dtype=np.float64)
-    q_scores = emb @ query_matrix.T if query_matrix is not None else None
-    clip_rows = clip_annotator.annotate(before, after) if clip_annotator is not None else None
-    rows = []
-    for j, i in enumerate(keep):
-        t = batch.tiles[i]
-        row = {
-            "geom": gl.polygon_blob(plan.grid.tile_bounds(t.row, t.col, t.size), srs),
-            "tile_id": t.tile_id, "row": t.row, "col": t.col,
-            "caption": result.captions[j],
-            "changed": bool(result.changed[j]),
-            "change_score": float(scores[j]),
-            "nodata_fraction": float(batch.nodata_fraction[i]),
-        }
+    tiles = [batch.tiles[i] for i in keep]
+    columns = {
+        "tile_id": [t.tile_id for t in tiles], "row": [t.row for t in tiles], "col": [t.col for t in tiles],
+        "caption": list(result.captions),
+        "changed": [bool(c) for c in result.changed],
+        "change_score": np.asarray(result.change_scores, dtype=np.float64),
+        "nodata_fraction": fraction[keep].astype(np.float64),
+        "embedding": [gl.embedding_blob(e) for e in emb],
+    }
+    if query_matrix is not None:
+        q_scores = emb @ query_matrix.T
         for k, name in enumerate(query_fields):
-            row[name] = float(q_scores[j, k])
-        row["embedding"] = gl.embedding_blob(emb[j])
-        if clip_rows is not None:
-            row.update(clip_rows[j])
-        rows.append(row)
-    return rows, skips
+            columns[name] = q_scores[:, k].astype(np.float64)
+    if clip_annotator is not None:
+        clip_rows = clip_annotator.annotate(before, after)
+        for name, _ in clip_annotator.fields:
+            columns[name] = [row[name] for row in clip_rows]
+    bounds = np.array([plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles], dtype=np.float64)
+    return columns, bounds, skips
 
 
 def _metadata(p, plan, cap, query_fields, fingerprint, clip_annotator, clip):

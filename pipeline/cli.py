@@ -5,12 +5,12 @@ With `--progress json`, errors are also JSON lines on stdout (docs/interfaces.md
 """
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import traceback
 
+from .caption_params import add_arguments, default_clip_model, default_model, from_args
 from .errors import BadInput, PipelineFailure
 from .progress import JsonReporter, Reporter, make_reporter
 from .tile_reader import GDAL_CACHE_MB
@@ -21,47 +21,14 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{self.prog}: {message}")
 
 
-def _positive_float(text):
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
 def build_parser():
-    from .caption_run import default_clip_model, default_model
 
     p = _Parser(prog="rsicrc", description="Caption and search changes between two aligned rasters.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("caption", help="caption every tile of a BEFORE/AFTER pair into a GeoPackage")
-    c.add_argument("before", metavar="BEFORE")
-    c.add_argument("after", metavar="AFTER")
-    c.add_argument("-o", "--output", required=True, metavar="OUT.gpkg")
-    c.add_argument("--model", default=default_model(),
-                   help="hub repo id or local folder (default: $RSICRC_MODEL or rogerferrod/RSICRC)")
-    c.add_argument("--bands", help="three 1-based band numbers used as R,G,B, e.g. 4,3,2 (default 1,2,3)")
-    c.add_argument("--tile-size", type=int, default=256, help="tile side in pixels (default 256, LEVIR-CC's)")
-    c.add_argument("--overlap", type=int, default=0, help="pixels shared by neighbouring tiles (default 0)")
-    c.add_argument("--batch-size", type=int, default=16,
-                   help="tile pairs per model call (default 16: bigger batches keep the decoder busy)")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    c.add_argument("--query", action="append", default=[], metavar="TEXT",
-                   help="score every tile against this text (repeatable); one q_<words> field each")
-    c.add_argument("--resume", action="store_true", help="finish an interrupted run (OUT.gpkg.partial)")
-    c.add_argument("--resume-if-possible", action="store_true",
-                   help="finish OUT.gpkg.partial when it holds this same job, else start over (for tools)")
+    add_arguments(c, argparse.ArgumentTypeError)
     c.add_argument("--progress", choices=["bar", "json"], default="bar")
-    c.add_argument("--reproject", action="store_true",
-                   help="warp AFTER onto BEFORE's grid when CRS, pixel size or alignment differ")
-    c.add_argument("--target-resolution", type=_positive_float, metavar="METERS",
-                   help="resample both dates to this pixel size in metres (degrees converted on a geographic CRS)")
-    c.add_argument("--max-nodata", type=float, default=0.5,
-                   help="skip tiles with more than this fraction of nodata/masked pixels (default 0.5)")
-    c.add_argument("--clip", action="store_true", help="also store RS-M-CLIP embeddings and land-cover classes")
-    c.add_argument("--clip-model", default=default_clip_model(),
-                   help="RS-M-CLIP hub id or local folder (default: $RSICRC_CLIP_MODEL or hf-hub:joaodaniel/RS-M-CLIP)")
-    c.add_argument("--classes", help='comma-separated class names for --clip, e.g. "forest,water,buildings"')
     c.set_defaults(func=_caption)
 
     s = sub.add_parser("search", help="score a layer's tiles against a text from their stored embeddings")
@@ -73,8 +40,8 @@ def build_parser():
     s.add_argument("--device", default="auto")
     s.add_argument("--clip", action="store_true", help="search with the layer's RS-M-CLIP embeddings")
     s.add_argument("--clip-model", help="RS-M-CLIP source (default: the one that made the layer)")
-    s.add_argument("--when", choices=["before", "after"], default="after",
-                   help="with --clip: match the text against the BEFORE or AFTER image")
+    s.add_argument("--when", choices=["before", "after"],
+                   help="with --clip: match the text against the BEFORE or AFTER image (default after)")
     s.add_argument("--change", action="store_true",
                    help="with --clip: score how much more the AFTER image matches the text than BEFORE")
     s.add_argument("--json", action="store_true", help="print the hits as one JSON object")
@@ -94,16 +61,10 @@ def build_parser():
 
 
 def _caption(args, reporter):
-    from .caption_run import CaptionParams, partial_path, run_caption
+    from .caption_run import partial_path, run_caption
 
-    params = CaptionParams(
-        before=args.before, after=args.after, output=args.output, model=args.model, bands=args.bands,
-        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        queries=args.query, resume=True if args.resume else ("auto" if args.resume_if_possible else False), reproject=args.reproject,
-        target_resolution=args.target_resolution, max_nodata=args.max_nodata, clip=args.clip,
-        clip_model=args.clip_model, classes=args.classes)
     try:
-        run_caption(params, reporter)
+        run_caption(from_args(args), reporter)
     except KeyboardInterrupt:
         part = partial_path(args.output)
         if os.path.exists(part):
@@ -119,10 +80,12 @@ def _search(args, reporter):
                         device=args.device, clip=args.clip, clip_model=args.clip_model, when=args.when,
                         change=args.change)
     if args.json:
-        print(json.dumps({"field": result.field, "features": result.features,
-                          "hits": [h.__dict__ for h in result.hits]}))
+        print(json.dumps({"field": result.field, "features": result.features, "scored": result.scored,
+                          "hits": [h.__dict__ for h in result.hits]}, allow_nan=False))
         return 0
-    print(f"{result.features} tiles scored into field {result.field}; top {len(result.hits)}:")
+    unscored = result.features - result.scored
+    print(f"{result.scored} tiles scored into field {result.field}"
+          + (f" ({unscored} without an embedding left empty)" if unscored else "") + f"; top {len(result.hits)}:")
     print(f"{'tile_id':>7}  {'score':>7}  {'centroid x':>14} {'centroid y':>14}  caption")
     for h in result.hits:
         print(f"{h.tile_id:>7}  {h.score:7.4f}  {h.centroid[0]:14.2f} {h.centroid[1]:14.2f}  {h.caption}")

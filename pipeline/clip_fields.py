@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from .gpkg_layer import blobs_to_matrix  # noqa: F401 - the layer's one BLOB decoding, part of this API
 from .gpkg_layer import embedding_blob as embedding_to_blob  # the layer's one BLOB encoding
 
 if TYPE_CHECKING:  # torch is imported only by the encoder itself
@@ -52,19 +53,6 @@ def parse_classes(text: str | None) -> list[str]:
         raise ValueError(f"--classes {text!r} names {len(classes)} class(es): give at least two, "
                          f"separated by commas (e.g. \"forest, water, buildings\")")
     return classes
-
-
-def blobs_to_matrix(blobs: Sequence[bytes | None], dim: int) -> np.ndarray:
-    """BLOBs (float32 LE) -> (N, dim) float32; a missing BLOB (None/empty) becomes a row of NaN."""
-    out = np.full((len(blobs), dim), np.nan, dtype=np.float32)
-    for i, blob in enumerate(blobs):
-        if blob is None or len(blob) == 0:
-            continue
-        row = np.frombuffer(bytes(blob), dtype="<f4")
-        if row.size != dim:
-            raise ValueError(f"CLIP embedding of row {i} has {row.size} values, expected {dim}")
-        out[i] = row
-    return out
 
 
 def require_clip_fields(field_names: Iterable[str], layer: str) -> None:

@@ -1,69 +1,75 @@
 """The GeoPackage that `rsicrc caption` writes and `search`/`info` read (docs/interfaces.md).
 
-GDAL (through pyogrio) creates the empty layer, so the file carries exactly the GeoPackage
-tables, spatial index and triggers that GDAL and QGIS expect. Features are then written with
-sqlite3 directly, one transaction per batch: a killed run leaves a file whose committed batches
-are whole and whose last, uncommitted batch is rolled back by SQLite on the next open. That is
-what makes `--resume` safe. GDAL's R-tree triggers call ST_* SQL functions that only GDAL
-registers; `connect` registers equivalents reading the envelope of our geometry blobs.
+Written and read through GDAL (pyogrio). Features go in as one Arrow batch per call, which GDAL's
+GeoPackage driver inserts in one transaction: a killed run leaves whole batches, so `--resume`
+finds exactly the tiles that are done. GDAL keeps the spatial index, extent and feature count.
+The run metadata is the layer's GDAL metadata (the GeoPackage metadata extension) rather than a
+table of its own, so QGIS sees one layer; one metadata item per key, each value JSON.
+
+Two things GDAL has no call for are plain SQL on the file: the UNIQUE index on tile_id (a tile can
+never be written twice) and the REAL score columns that `rsicrc search` adds and fills (attribute
+columns only; no geometry or GeoPackage system table is touched).
+
+Only json, re and numpy are imported at module level: the QGIS side uses the names and the BLOB
+and metadata encodings here without GDAL's Python wheels.
 """
+import contextlib
 import json
 import re
 import sqlite3
-import struct
+import warnings
 
 import numpy as np
 
 LAYER = "changes"
-METADATA_TABLE = "rsicrc_metadata"
+GEOMETRY_COLUMN = "geom"
 PARTIAL_SUFFIX = ".partial"  # an unfinished run is built in OUT + PARTIAL_SUFFIX
 CORE_FIELDS = [
-    ("tile_id", "INTEGER"),
-    ("row", "INTEGER"),
-    ("col", "INTEGER"),
-    ("caption", "TEXT"),
-    ("changed", "BOOLEAN"),
-    ("change_score", "REAL"),
-    ("nodata_fraction", "REAL"),
+    ("tile_id", "int"),
+    ("row", "int"),
+    ("col", "int"),
+    ("caption", "text"),
+    ("changed", "bool"),
+    ("change_score", "real"),
+    ("nodata_fraction", "real"),
 ]
-SQL_TYPES = {"blob": "BLOB", "text": "TEXT", "real": "REAL", "bool": "BOOLEAN", "int": "INTEGER"}
+FIELD_KINDS = ("int", "text", "real", "bool", "blob")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-# GeoPackage binary header: magic, version 0, flags (little endian, [minx,maxx,miny,maxy] envelope).
-_GP_FLAGS = 0b0000_0011
-_HEADER = struct.Struct("<2sBBi4d")
 
-
-def polygon_blob(bounds, srs_id):
-    """GeoPackage geometry blob of the rectangle (left, bottom, right, top)."""
-    left, bottom, right, top = bounds
-    ring = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
-    wkb = struct.pack("<BIII", 1, 3, 1, len(ring)) + b"".join(struct.pack("<2d", x, y) for x, y in ring)
-    return _HEADER.pack(b"GP", 0, _GP_FLAGS, srs_id, left, right, bottom, top) + wkb
-
-
-def blob_envelope(blob):
-    """(minx, maxx, miny, maxy) from a GeoPackage geometry blob, None when it has no envelope."""
-    if blob is None or len(blob) < 8:
-        return None
-    flags = blob[3]
-    if (flags >> 1) & 0b111 == 0:
-        return None
-    order = "<" if flags & 1 else ">"
-    return struct.unpack_from(order + "4d", blob, 8)
+class LayerError(Exception):
+    """The file is not a readable rsicrc layer, or GDAL refused a write; the message says which."""
 
 
 def partial_path(output):
     return str(output) + PARTIAL_SUFFIX
 
 
+# --- the one BLOB encoding of embeddings --------------------------------------------------------
+
 def embedding_blob(vector):
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
-def blob_embedding(blob):
-    return np.frombuffer(blob, dtype="<f4")
+def blobs_to_matrix(blobs, dim):
+    """BLOBs (float32 LE) -> (N, dim) float32; a missing BLOB (None/empty) becomes a row of NaN.
 
+    A BLOB of another length raises ValueError naming its row: the layer was tampered with or made
+    by another model.
+    """
+    out = np.full((len(blobs), int(dim)), np.nan, dtype=np.float32)
+    for i, blob in enumerate(blobs):
+        if blob is None or len(blob) == 0:
+            continue
+        data = bytes(blob)
+        if len(data) != 4 * int(dim):
+            raise ValueError(f"embedding of row {i} has {len(data)} bytes, expected {4 * int(dim)} "
+                             f"({dim} float32 values)")
+        out[i] = np.frombuffer(data, dtype="<f4")
+    return out
+
+
+# --- field names ------------------------------------------------------------------------------------
 
 def slug_field(text, taken, prefix="q_"):
     """A field name for a query text: q_<words>, unique among `taken`."""
@@ -79,7 +85,7 @@ def written_by_caption(name):
     """Whether `rsicrc caption` wrote a field of this name (a score must never overwrite it)."""
     from .clip_fields import CLASS_FIELDS, CLIP_BLOB_FIELDS
 
-    written = [f for f, _ in CORE_FIELDS] + ["fid", "geom", "embedding", *CLIP_BLOB_FIELDS] + \
+    written = [f for f, _ in CORE_FIELDS] + ["fid", GEOMETRY_COLUMN, "embedding", *CLIP_BLOB_FIELDS] + \
         [f for f, _ in CLASS_FIELDS]
     return name.lower() in {f.lower() for f in written}
 
@@ -94,93 +100,184 @@ def check_field_name(name):
     return name
 
 
-def _env(i):
-    def f(blob):
-        env = blob_envelope(blob)
-        return None if env is None else env[i]
-    return f
+# --- metadata ---------------------------------------------------------------------------------------
+
+def encode_metadata(values):
+    """Run metadata as GDAL layer metadata items: every value JSON-encoded into a string."""
+    return {str(k): json.dumps(v, allow_nan=False) for k, v in values.items()}
 
 
-def connect(path):
-    con = sqlite3.connect(str(path), timeout=30)
-    con.create_function("ST_IsEmpty", 1, lambda b: 1 if b is None or (len(b) > 3 and b[3] & 0b1_0000) else 0,
-                        deterministic=True)
-    for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
-        con.create_function(name, 1, _env(i), deterministic=True)
-    return con
+def decode_metadata(items):
+    """GDAL layer metadata items -> values; an item that is not JSON stays the raw string."""
+    out = {}
+    for key, text in (items or {}).items():
+        try:
+            out[key] = json.loads(text)
+        except (TypeError, ValueError):
+            out[key] = text
+    return out
 
 
-def create_layer(path, crs_wkt, extra_fields):
-    """An empty `changes` polygon layer plus the metadata table. extra_fields: [(name, kind)]."""
-    import warnings
+# --- GDAL access ----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _gdal(path, doing):
+    """GDAL's warnings silenced (it frowns on the .partial suffix), its errors as LayerError."""
+    from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            yield
+        except (DataSourceError, DataLayerError, FieldError, GeometryError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LayerError(f"{path}: {doing} failed ({first})") from None
+
+
+def _arrow_schema(fields):
+    import pyarrow as pa
+
+    types = {"int": pa.int64(), "text": pa.string(), "real": pa.float64(), "bool": pa.bool_(),
+             "blob": pa.binary()}
+    return pa.schema([(name, types[kind]) for name, kind in fields] + [(GEOMETRY_COLUMN, pa.binary())])
+
+
+class LayerWriter:
+    """Creates the `changes` layer and appends batches of tiles to it, each batch one transaction."""
+
+    def __init__(self, path, crs_wkt, fields):
+        """fields: [(name, kind)] in layer order, CORE_FIELDS first; kind in FIELD_KINDS."""
+        self.path = str(path)
+        self.crs_wkt = crs_wkt
+        self.fields = list(fields)
+        self.schema = _arrow_schema(self.fields)
+
+    def _write(self, table, doing, append, metadata=None):
+        import pyogrio
+
+        with _gdal(self.path, doing):
+            pyogrio.write_arrow(table, self.path, layer=LAYER, driver="GPKG", geometry_name=GEOMETRY_COLUMN,
+                                geometry_type="Polygon", crs=self.crs_wkt, append=append,
+                                layer_metadata=metadata,
+                                # 1.2 rather than GDAL's newest: QGIS 3.22's GDAL warns on later versions.
+                                dataset_options=None if append else {"VERSION": "1.2"})
+
+    def create(self, metadata):
+        """A new file holding the empty layer and its metadata (values JSON-encoded here)."""
+        self._write(self.schema.empty_table(), "creating the layer", False, encode_metadata(metadata))
+        con = sqlite3.connect(self.path)
+        try:
+            with con:
+                con.execute(f'CREATE UNIQUE INDEX "idx_{LAYER}_tile_id" ON "{LAYER}"(tile_id)')
+        finally:
+            con.close()
+
+    def append(self, columns, bounds):
+        """columns: {field: sequence} for every field; bounds: (N, 4) left, bottom, right, top."""
+        import pyarrow as pa
+        import shapely
+
+        bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+        if len(bounds) == 0:
+            return
+        geoms = shapely.to_wkb(shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]))
+        arrays = [pa.array(list(columns[name]), type=self.schema.field(name).type) for name, _ in self.fields]
+        arrays.append(pa.array(list(geoms), type=pa.binary()))
+        self._write(pa.Table.from_arrays(arrays, schema=self.schema), "writing tiles", True)
+
+    def set_metadata(self, values):
+        """Add or replace metadata items (others are kept)."""
+        write_metadata(self.path, values)
+
+
+def write_metadata(path, values):
+    """Add or replace metadata items of an existing layer (others are kept).
+
+    pyogrio sets layer metadata when it opens a layer for writing; an append of no rows does just
+    that. GDAL replaces the whole set, so the current items are read and merged first.
+    """
+    import pyarrow as pa
+    import pyogrio
+
+    items = dict(read_metadata_items(path))
+    items.update(encode_metadata(values))
+    with _gdal(path, "writing the run metadata"):
+        pyogrio.write_arrow(pa.schema([]).empty_table(), str(path), layer=LAYER, driver="GPKG", append=True,
+                            layer_metadata=items)
+
+
+def layer_info(path):
+    import pyogrio
+
+    with _gdal(path, "reading the layer"):
+        return pyogrio.read_info(str(path), layer=LAYER)
+
+
+def list_layers(path):
+    import pyogrio
+
+    with _gdal(path, "listing the layers"):
+        return [str(name) for name, _ in pyogrio.list_layers(str(path))]
+
+
+def read_metadata_items(path):
+    return layer_info(path).get("layer_metadata") or {}
+
+
+def read_metadata(path):
+    return decode_metadata(read_metadata_items(path))
+
+
+def read_columns(path, columns, fids=None, geometry=False):
+    """{column: numpy array} (plus "fid", and "geom" WKB when asked) of the features, in fid order."""
     import pyogrio.raw
 
-    with warnings.catch_warnings():  # GDAL frowns on the .partial suffix of the file being built
-        warnings.simplefilter("ignore", RuntimeWarning)
-        pyogrio.raw.write(str(path), np.array([], dtype=object), [np.array([], dtype=np.int64)], ["tile_id"],
-                          layer=LAYER, driver="GPKG", geometry_type="Polygon", crs=crs_wkt,
-                          # 1.2 rather than GDAL's newest: QGIS 3.22's GDAL warns on later versions.
-                          dataset_options={"VERSION": "1.2"})
-    con = connect(path)
-    with con:
-        for name, sql_type in CORE_FIELDS[1:] + [(n, SQL_TYPES[k]) for n, k in extra_fields]:
-            con.execute(f'ALTER TABLE "{LAYER}" ADD COLUMN "{name}" {sql_type}')
-        con.execute(f'CREATE UNIQUE INDEX "idx_{LAYER}_tile_id" ON "{LAYER}"(tile_id)')
-        con.execute(f'CREATE TABLE "{METADATA_TABLE}" (key TEXT PRIMARY KEY, value TEXT)')
-    con.close()
+    with _gdal(path, "reading features"):
+        meta, fid, geom, values = pyogrio.raw.read(str(path), layer=LAYER, columns=list(columns),
+                                                   read_geometry=geometry, return_fids=True,
+                                                   fids=None if fids is None else np.asarray(fids, np.int64))
+    out = dict(zip(meta["fields"], values))
+    out["fid"] = np.asarray(fid, dtype=np.int64)
+    if geometry:
+        out[GEOMETRY_COLUMN] = geom
+    order = np.argsort(out["fid"], kind="stable")
+    return {k: np.asarray(v)[order] for k, v in out.items()}
 
 
-def srs_id(con):
-    row = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?", (LAYER,)).fetchone()
-    return row[0]
+def iter_column_batches(path, columns, batch_size=4096):
+    """(fids (n,), {column: list}) chunks of the features, so memory stays flat on big layers."""
+    import pyogrio.raw
+
+    with _gdal(path, "reading features"):
+        with pyogrio.raw.open_arrow(str(path), layer=LAYER, columns=list(columns), read_geometry=False,
+                                    return_fids=True, batch_size=batch_size, use_pyarrow=True) as (meta, reader):
+            fid_name = meta.get("fid_column") or "OGC_FID"
+            for batch in reader:
+                table = batch.to_pydict()
+                fids = np.asarray(table.pop(fid_name, table.pop("OGC_FID", [])), dtype=np.int64)
+                yield fids, table
 
 
-def columns(con, table=LAYER):
-    return [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
+def _never_called(*_):
+    raise sqlite3.OperationalError("a score update must not change a tile's geometry or fid")
 
 
-def read_metadata(con):
+def write_scores(path, field, fids, scores, timeout=30):
+    """Add the REAL column `field` when missing and set it for `fids` (NaN -> NULL), one transaction."""
+    con = sqlite3.connect(str(path), timeout=timeout)
+    # GDAL's R-tree triggers name its ST_* SQL functions in clauses that SQLite compiles for every
+    # UPDATE of the table; they only run when a geometry or fid changes, which a score update never
+    # does. The names must exist to compile; calling one would be a bug, so it raises.
+    for name in ("ST_IsEmpty", "ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
+        con.create_function(name, 1, _never_called)
     try:
-        rows = con.execute(f'SELECT key, value FROM "{METADATA_TABLE}"').fetchall()
-    except sqlite3.OperationalError:
-        return None
-    return {k: json.loads(v) for k, v in rows}
-
-
-def write_metadata(con, values):
-    con.executemany(f'INSERT OR REPLACE INTO "{METADATA_TABLE}"(key, value) VALUES (?, ?)',
-                    [(k, json.dumps(v)) for k, v in values.items()])
-
-
-def insert_features(con, rows):
-    """rows: dicts with geom (blob) and field values; one INSERT per row, caller commits."""
-    if not rows:
-        return
-    names = list(rows[0])
-    sql = 'INSERT INTO "{}" ({}) VALUES ({})'.format(
-        LAYER, ", ".join(f'"{n}"' for n in names), ", ".join("?" * len(names)))
-    con.executemany(sql, [tuple(r[n] for n in names) for r in rows])
-
-
-def update_extent(con):
-    env = con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{LAYER}_geom"').fetchone()
-    con.execute(
-        "UPDATE gpkg_contents SET min_x=?, min_y=?, max_x=?, max_y=?, "
-        "last_change=strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name=?", (*env, LAYER))
-
-
-def add_real_field(con, name):
-    if name.lower() not in {c.lower() for c in columns(con)}:
-        con.execute(f'ALTER TABLE "{LAYER}" ADD COLUMN "{name}" REAL')
-
-
-def iter_blobs(con, column, chunk=4096):
-    """(fids (n,), float32 matrix (n, d)) chunks of a BLOB embedding column, in fid order."""
-    cur = con.execute(f'SELECT fid, "{column}" FROM "{LAYER}" ORDER BY fid')
-    while True:
-        rows = cur.fetchmany(chunk)
-        if not rows:
-            return
-        fids = np.array([r[0] for r in rows], dtype=np.int64)
-        yield fids, np.stack([blob_embedding(r[1]) for r in rows])
+        with con:
+            names = {r[1].lower() for r in con.execute(f'PRAGMA table_info("{LAYER}")')}
+            if field.lower() not in names:
+                con.execute(f'ALTER TABLE "{LAYER}" ADD COLUMN "{field}" REAL')
+            values = [(None if not np.isfinite(s) else float(s), int(f)) for f, s in zip(fids, scores)]
+            con.executemany(f'UPDATE "{LAYER}" SET "{field}" = ? WHERE fid = ?', values)
+            con.execute("UPDATE gpkg_contents SET last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') "
+                        "WHERE table_name = ?", (LAYER,))
+    finally:
+        con.close()

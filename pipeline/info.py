@@ -1,6 +1,8 @@
 """`rsicrc info`: what a layer holds and how it was made."""
 from collections import Counter
 
+import numpy as np
+
 from . import gpkg_layer as gl
 from .layer_file import open_layer
 
@@ -8,32 +10,28 @@ MODEL_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_sourc
 
 
 def layer_info(path):
-    con, meta = open_layer(path)
-    try:
-        features, changed = con.execute(
-            f'SELECT count(*), coalesce(sum(changed), 0) FROM "{gl.LAYER}"').fetchone()
-        extent = con.execute("SELECT min_x, min_y, max_x, max_y FROM gpkg_contents WHERE table_name=?",
-                             (gl.LAYER,)).fetchone()
-        crs = con.execute(
-            "SELECT s.organization, s.organization_coordsys_id, s.srs_name FROM gpkg_spatial_ref_sys s "
-            "JOIN gpkg_geometry_columns g ON g.srs_id = s.srs_id WHERE g.table_name=?", (gl.LAYER,)).fetchone()
-        captions = Counter(r[0] for r in con.execute(f'SELECT caption FROM "{gl.LAYER}" WHERE changed'))
-        fields = [c for c in gl.columns(con) if c not in ("fid", "geom")]
-    finally:
-        con.close()
+    meta = open_layer(path)
+    info = gl.layer_info(path)
+    captions = Counter()
+    changed = 0
+    for _, table in gl.iter_column_batches(path, ["caption", "changed"]):
+        flags = np.asarray([bool(c) for c in table["changed"]], dtype=bool)
+        changed += int(flags.sum())
+        captions.update(c for c, f in zip(table["caption"], flags) if f)
     params = meta.get("params") or {}
+    skipped = meta.get("skipped_tiles")
     return {
         "path": str(path),
-        "features": features,
-        "changed": int(changed),
-        "skipped": len(meta.get("skipped_tiles") or []),
-        "crs": f"{crs[0]}:{crs[1]}" if crs and crs[0] and crs[0].upper() != "NONE" else (crs[2] if crs else None),
-        "extent": list(extent) if extent else None,
-        "fields": fields,
-        "queries": meta.get("queries") or {},
-        "tile_size": params.get("tile_size"),
-        "before": params.get("before"),
-        "after": params.get("after"),
+        "features": int(info["features"]),
+        "changed": changed,
+        "skipped": len(skipped) if isinstance(skipped, list) else 0,
+        "crs": info.get("crs"),
+        "extent": [float(v) for v in info["total_bounds"]] if info.get("total_bounds") is not None else None,
+        "fields": [str(f) for f in info["fields"]],
+        "queries": meta.get("queries") if isinstance(meta.get("queries"), dict) else {},
+        "tile_size": params.get("tile_size") if isinstance(params, dict) else None,
+        "before": params.get("before") if isinstance(params, dict) else None,
+        "after": params.get("after") if isinstance(params, dict) else None,
         "created": meta.get("created"),
         "software_version": meta.get("software_version"),
         "top_captions": captions.most_common(5),

@@ -45,13 +45,9 @@ def _layer(path):
 
 
 def _metadata(path):
-    import sqlite3
+    from rsicrc.pipeline.gpkg_layer import read_metadata
 
-    con = sqlite3.connect(str(path))
-    try:
-        return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM rsicrc_metadata")}
-    finally:
-        con.close()
+    return read_metadata(path)
 
 
 def _tiles(image, table):
@@ -162,7 +158,7 @@ def test_serve_clip_embed_text(tiny_clip_folder, tiny_clip, small_checkpoint, qu
 
 
 def test_clip_model_default_comes_from_the_environment(monkeypatch):
-    from rsicrc.pipeline.caption_run import DEFAULT_CLIP_MODEL, CaptionParams
+    from rsicrc.pipeline.caption_params import DEFAULT_CLIP_MODEL, CaptionParams
 
     monkeypatch.delenv("RSICRC_CLIP_MODEL", raising=False)
     assert CaptionParams("b", "a", "o").clip_model == DEFAULT_CLIP_MODEL
@@ -173,15 +169,11 @@ def test_clip_model_default_comes_from_the_environment(monkeypatch):
 def test_search_clip_scores_a_tile_without_embedding_as_empty(clip_layer, tmp_path, capsys):
     import sqlite3
 
-    from rsicrc.pipeline import gpkg_layer
+    from layer_edits import set_null
 
     layer = tmp_path / "hole.gpkg"
     layer.write_bytes(clip_layer.read_bytes())
-    con = gpkg_layer.connect(str(layer))  # GDAL's triggers need its ST_* functions
-    with con:
-        hole = con.execute('SELECT min(fid) FROM "changes"').fetchone()[0]
-        con.execute('UPDATE "changes" SET clip_after = NULL WHERE fid = ?', (hole,))
-    con.close()
+    hole = set_null(layer, "clip_after")
     result = _search(capsys, layer, "new buildings")
     con = sqlite3.connect(layer)
     scores = dict(con.execute(f'SELECT fid, "{result["field"]}" FROM "changes"').fetchall())

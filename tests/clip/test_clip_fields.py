@@ -32,7 +32,7 @@ def test_blob_round_trip_and_missing_rows():
     matrix = blobs_to_matrix([blobs[0], None, b"", blobs[2]], 5)
     np.testing.assert_array_equal(matrix[[0, 3]], vecs[[0, 2]])
     assert np.isnan(matrix[[1, 2]]).all()
-    with pytest.raises(ValueError, match="row 0 has 5 values, expected 4"):
+    with pytest.raises(ValueError, match="row 0 has 20 bytes, expected 16"):
         blobs_to_matrix(blobs, 4)
 
 

@@ -11,6 +11,7 @@ import rasterio
 import shapely
 from pipeline_test_rasters import ORIGIN, scene, uint8_scene, write_raster
 
+from rsicrc.pipeline import gpkg_layer as gl
 from rsicrc.pipeline.caption_run import CaptionParams, run_caption
 from rsicrc.pipeline.progress import Reporter
 from rsicrc.pipeline.stretch import HIGH_PERCENTILE, LOW_PERCENTILE
@@ -37,11 +38,7 @@ def read_layer(path):
 
 
 def read_metadata(path):
-    con = sqlite3.connect(str(path))
-    try:
-        return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM rsicrc_metadata")}
-    finally:
-        con.close()
+    return gl.read_metadata(path)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +176,6 @@ def test_reprojected_after_is_warped_onto_before_grid(tmp_path, captioner):
 def test_cli_default_models_are_the_model_packages_defaults():
     from rsicrc.model import DEFAULT_SOURCE
     from rsicrc.model.clip import DEFAULT_CLIP_SOURCE
-    from rsicrc.pipeline.caption_run import DEFAULT_CLIP_MODEL, DEFAULT_MODEL
+    from rsicrc.pipeline.caption_params import DEFAULT_CLIP_MODEL, DEFAULT_MODEL
 
     assert (DEFAULT_MODEL, DEFAULT_CLIP_MODEL) == (DEFAULT_SOURCE, DEFAULT_CLIP_SOURCE)

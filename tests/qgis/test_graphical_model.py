@@ -80,9 +80,9 @@ def test_model_chains_caption_into_search(plugin, worker_env, raster_pair, tmp_p
     caption_out = result["CHILD_RESULTS"]["caption"]["OUTPUT"]
     assert caption_out.endswith(".gpkg|layername=changes")
     assert result["CHILD_INPUTS"]["search"]["INPUT"] == caption_out
-    con = sqlite3.connect(caption_out.split("|")[0])
-    try:
-        meta = dict(con.execute("SELECT key, value FROM rsicrc_metadata").fetchall())
-    finally:
-        con.close()
+    from osgeo import gdal
+
+    ds = gdal.OpenEx(caption_out.split("|")[0], gdal.OF_VECTOR | gdal.OF_READONLY)
+    meta = ds.GetLayerByName("changes").GetMetadata_Dict()
+    ds = None
     assert meta["complete"] == "true" and '"q_road"' in meta["queries"]

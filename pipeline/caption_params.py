@@ -1,0 +1,277 @@
+"""The options of a caption run, defined once: `CaptionParams`.
+
+Every run option is a field here whose metadata (`Option`) holds its command-line flag, its label
+and help for forms, its bounds and whether forms show it under "Advanced". The CLI's argparse
+(`add_arguments`), the QGIS Processing algorithm's parameters and the dialog's widgets are built
+from these fields, the plugin turns the values back into a command line with `to_argv`, and
+`check` enforces the bounds for every caller; tests hold each face to this module.
+
+Standard library only: QGIS's own Python imports it, and the CLI parses arguments before torch
+or GDAL are loaded.
+"""
+import math
+import os
+import re
+from dataclasses import MISSING, dataclass, field, fields
+
+# The model package's defaults, repeated because importing rsicrc.model loads torch
+# (tests/pipeline/test_caption.py pins them equal).
+DEFAULT_MODEL = "rogerferrod/RSICRC"
+DEFAULT_CLIP_MODEL = "hf-hub:joaodaniel/RS-M-CLIP"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# A batch holds batch_size x tile_size^2 pixels of each date, three batches in flight (two in the
+# reader's queue, one in the model): about 18 bytes a pixel. This cap keeps that under 2.5 GB.
+MAX_BATCH_PIXELS = 2 ** 27
+
+
+def default_model():
+    return os.environ.get("RSICRC_MODEL") or DEFAULT_MODEL
+
+
+def default_clip_model():
+    return os.environ.get("RSICRC_CLIP_MODEL") or DEFAULT_CLIP_MODEL
+
+
+class ParamError(ValueError):
+    """An option value outside what the option accepts; the message names the option's flag."""
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    label: str
+    help: str
+    # text, int, float, bool, texts (repeatable text), bands, device, resume
+    kind: str
+    minimum: float = None
+    maximum: float = None
+    exclusive_minimum: bool = False  # minimum itself is not allowed
+    advanced: bool = False
+    form: bool = True  # shown in the dialog and the Processing algorithm
+    requires: str = None  # another option that must be on for this one to matter
+
+
+def _option(default=MISSING, default_factory=MISSING, **spec):
+    return field(default=default, default_factory=default_factory, metadata={"option": Option(**spec)})
+
+
+@dataclass
+class CaptionParams:
+    before: str
+    after: str
+    output: str
+    model: str = _option(
+        default_factory=default_model, flag="--model", kind="text", label="Model",
+        help="RSICRC model: hub repo id or local folder (default: $RSICRC_MODEL or rogerferrod/RSICRC)")
+    bands: str = _option(
+        None, flag="--bands", kind="bands", label="Bands",
+        help="three 1-based band numbers used as red,green,blue, e.g. 4,3,2 (default: the rasters' RGB bands)")
+    tile_size: int = _option(
+        256, flag="--tile-size", kind="int", label="Tile size (px)", minimum=32, maximum=4096,
+        help="tile side in pixels (default 256, LEVIR-CC's)")
+    queries: list = _option(
+        default_factory=list, flag="--query", kind="texts", label="Text queries",
+        help="score every tile against this text (repeatable; one a line in forms); one q_<words> field each")
+    device: str = _option(
+        "auto", flag="--device", kind="device", label="Device",
+        help="where the model runs: auto, cpu, cuda, cuda:N, mps")
+    reproject: bool = _option(
+        False, flag="--reproject", kind="bool", label="Reproject AFTER onto BEFORE's grid",
+        help="warp AFTER onto BEFORE's grid when their CRS, pixel size or alignment differ")
+    clip: bool = _option(
+        False, flag="--clip", kind="bool", label="Also store RS-M-CLIP embeddings",
+        help="also store RS-M-CLIP embeddings (multilingual search) and land-cover classes")
+    overlap: int = _option(
+        0, flag="--overlap", kind="int", label="Tile overlap (px)", minimum=0, maximum=4095, advanced=True,
+        help="pixels shared by neighbouring tiles, less than the tile size (default 0)")
+    batch_size: int = _option(
+        16, flag="--batch-size", kind="int", label="Batch size", minimum=1, maximum=4096, advanced=True,
+        help="tile pairs per model call (default 16: bigger batches keep the decoder busy)")
+    max_nodata: float = _option(
+        0.5, flag="--max-nodata", kind="float", label="Skip tiles with more nodata than",
+        minimum=0.0, maximum=1.0, advanced=True,
+        help="skip tiles with more than this fraction of nodata/masked pixels (default 0.5)")
+    target_resolution: float = _option(
+        None, flag="--target-resolution", kind="float", label="Resample to pixel size (m)",
+        minimum=0.0, exclusive_minimum=True, maximum=1e6, advanced=True,
+        help="resample both dates to this pixel size in metres (degrees converted on a geographic CRS)")
+    clip_model: str = _option(
+        default_factory=default_clip_model, flag="--clip-model", kind="text", label="RS-M-CLIP model",
+        advanced=True, requires="clip",
+        help="RS-M-CLIP hub id or local folder (default: $RSICRC_CLIP_MODEL or hf-hub:joaodaniel/RS-M-CLIP)")
+    classes: str = _option(
+        None, flag="--classes", kind="text", label="Land-cover classes", advanced=True, requires="clip",
+        help='comma-separated class names for --clip, e.g. "forest,water,buildings" (default: a built-in list)')
+    overwrite: bool = _option(
+        False, flag="--overwrite", kind="bool", label="Replace an existing file that rsicrc did not write",
+        advanced=True, help="replace OUT even when it exists and is not a layer written by rsicrc")
+    # False: start a new run; True: finish OUT.partial; "auto": finish it only when it holds this
+    # same job, else start over (what tools such as the QGIS plugin pass).
+    resume: object = _option(
+        False, flag="--resume", kind="resume", label="Resume", form=False,
+        help="finish an interrupted run (OUT.gpkg.partial)")
+
+    def check(self):
+        """Normalise and check every option; ParamError names the first bad one."""
+        self.queries = [str(q) for q in (self.queries or [])]
+        if self.bands is not None and not isinstance(self.bands, str):
+            self.bands = ",".join(str(b) for b in self.bands)
+        for f in fields(self):
+            opt = f.metadata.get("option")
+            if opt is not None:
+                setattr(self, f.name, _checked(opt, getattr(self, f.name)))
+        if self.overlap >= self.tile_size:
+            raise ParamError(f"--overlap must be smaller than the tile size ({self.tile_size} px), got {self.overlap}")
+        if self.batch_size * self.tile_size ** 2 > MAX_BATCH_PIXELS:
+            biggest = max(1, MAX_BATCH_PIXELS // self.tile_size ** 2)
+            raise ParamError(f"--batch-size {self.batch_size} with {self.tile_size} px tiles would hold about "
+                             f"{18 * self.batch_size * self.tile_size ** 2 / 1e9:.0f} GB of pixels in memory; "
+                             f"use --batch-size {biggest} or less")
+        if self.classes is not None and not self.clip:
+            raise ParamError("--classes needs --clip (the classes come from RS-M-CLIP)")
+        return self
+
+
+def options():
+    """[(field name, Option, default)] of every run option, in form order."""
+    out = []
+    for f in fields(CaptionParams):
+        opt = f.metadata.get("option")
+        if opt is not None:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            out.append((f.name, opt, default))
+    return out
+
+
+def option(name):
+    return next(opt for n, opt, _ in options() if n == name)
+
+
+def _checked(opt, value):
+    kind = opt.kind
+    if kind == "bool":
+        return bool(value)
+    if kind == "resume":
+        if value not in (False, True, "auto"):
+            raise ParamError(f"{opt.flag} must be False, True or 'auto', got {value!r}")
+        return value
+    if kind == "texts":
+        texts = [str(v) for v in value]
+        if any(not t.strip() for t in texts):
+            raise ParamError(f"{opt.flag} texts must not be empty")
+        return texts
+    if value is None:
+        return None
+    if kind in ("int", "float"):
+        return _number(opt, value)
+    text = str(value)
+    if kind == "bands":
+        return _bands(opt, text)
+    if kind == "device" and not _DEVICE.match(text.strip()):
+        raise ParamError(f"{opt.flag} must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text.strip()
+
+
+def _number(opt, value):
+    try:
+        number = int(value) if opt.kind == "int" else float(value)
+        if opt.kind == "int" and number != float(value):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ParamError(f"{opt.flag} must be {'a whole number' if opt.kind == 'int' else 'a number'}, "
+                         f"got {value!r}") from None
+    if not math.isfinite(number):
+        raise ParamError(f"{opt.flag} must be a finite number, got {value!r}")
+    low, high = opt.minimum, opt.maximum
+    if (low is not None and (number < low or (opt.exclusive_minimum and number == low))) or \
+            (high is not None and number > high):
+        lower = f"more than {low:g}" if opt.exclusive_minimum else f"at least {low:g}"
+        raise ParamError(f"{opt.flag} must be {lower} and at most {high:g}, got {value}")
+    return number
+
+
+def _bands(opt, text):
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if not parts:
+        return None
+    if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts):
+        raise ParamError(f"{opt.flag} must be three band numbers from 1, like 4,3,2, got {text!r}")
+    return ",".join(str(int(p)) for p in parts)
+
+
+def band_list(bands):
+    """"4,3,2" -> [4, 3, 2]; None -> None."""
+    return None if bands is None else [int(b) for b in bands.split(",")]
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+def add_arguments(parser, type_error):
+    """Add BEFORE AFTER -o and every run option to an argparse parser.
+
+    type_error: the exception argparse expects from a type function (argparse.ArgumentTypeError).
+    """
+    parser.add_argument("before", metavar="BEFORE")
+    parser.add_argument("after", metavar="AFTER")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.gpkg")
+    for name, opt, default in options():
+        dest = dict(dest=name, help=opt.help)
+        if opt.kind == "bool":
+            parser.add_argument(opt.flag, action="store_true", **dest)
+        elif opt.kind == "resume":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(opt.flag, action="store_const", const=True, default=False, **dest)
+            group.add_argument(opt.flag + "-if-possible", dest=name, action="store_const", const="auto",
+                               help="finish OUT.gpkg.partial when it holds this same job, else start over (for tools)")
+        elif opt.kind == "texts":
+            parser.add_argument(opt.flag, action="append", default=[], metavar="TEXT", **dest)
+        else:
+            parser.add_argument(opt.flag, type=_argparse_type(opt, type_error), default=default, **dest)
+
+
+def _argparse_type(opt, type_error):
+    def convert(text):
+        try:
+            return _checked(opt, text)
+        except ParamError as exc:
+            raise type_error(str(exc).replace(f"{opt.flag} ", "", 1)) from None
+    convert.__name__ = opt.kind
+    return convert
+
+
+def from_args(args):
+    """CaptionParams from an argparse namespace made by a parser with add_arguments."""
+    names = [f.name for f in fields(CaptionParams)]
+    return CaptionParams(**{n: getattr(args, n) for n in names})
+
+
+def to_argv(values):
+    """The `rsicrc caption` command line for {field: value} (before, after, output and options).
+
+    Options left at None, False or an empty list are not written, so the CLI's own default (e.g.
+    $RSICRC_MODEL) applies.
+    """
+    argv = ["caption", str(values["before"]), str(values["after"]), "--output", str(values["output"])]
+    for name, opt, _ in options():
+        value = values.get(name)
+        if value is None or value is False or value == [] or value == "":
+            continue
+        if opt.kind == "resume":
+            argv.append(opt.flag + ("-if-possible" if value == "auto" else ""))
+        elif opt.kind == "bool":
+            argv.append(opt.flag)
+        elif opt.kind == "texts":
+            for text in value:
+                argv += [opt.flag, str(text)]
+        else:
+            argv += [opt.flag, _format(value)]
+    return argv
+
+
+def _format(value):
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
