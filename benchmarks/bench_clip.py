@@ -44,7 +44,7 @@ def run(device: str = "auto", batches=(1, 8, 32), tile: int = 256, text: bool = 
     import torch
 
     from rsicrc.model.clip import load_clip
-    from rsicrc.model.clip_generate import VIT_B_32, XLMR_BASE_TEXT, write_generated_clip
+    from clip_generate import VIT_B_32, XLMR_BASE_TEXT, write_generated_clip
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="rsicrc-bench-clip-") as tmp:

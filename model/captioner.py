@@ -1,7 +1,5 @@
 """Captioner: the public face of the RSICRC model (captions, embeddings, change scores)."""
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +8,7 @@ from . import change_score as _change
 from .device import resolve_device, resolve_dtype
 from .errors import ModelLoadError
 from .loading import (DEFAULT_SOURCE, WEIGHTS, build_network, read_config, read_state_dict,
-                      read_vocab, resolve_folder, sha256_of)
+                      read_vocab, resolve_source, sha256_of)
 from .preprocess import preprocess as _preprocess
 
 
@@ -29,7 +27,8 @@ def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
         dt = resolve_dtype(dtype, dev)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
-    folder = resolve_folder(source, revision)
+    resolved = resolve_source(source, revision)
+    folder = resolved.folder
     cfg, raw_cfg = read_config(folder)
     vocab = read_vocab(folder)
     weights = folder / WEIGHTS
@@ -37,8 +36,7 @@ def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
     net = net.to(device=dev, dtype=dt)
     net.encoder.encoder.use_channels_last()
     # A folder is recorded absolute: outputs keep the source for later searches from elsewhere.
-    local = Path(os.path.expanduser(str(source)))
-    recorded = str(local.resolve()) if local.is_dir() else str(source)
+    recorded = resolved.repo_id or str(folder)
     return Captioner(net, vocab, cfg, raw_cfg, source=recorded, sha256=sha256_of(weights),
                      device=dev, dtype=dt)
 

@@ -15,7 +15,6 @@ configuration locally and the folder loader points open_clip at it.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,19 +27,18 @@ from .clip_textcfg import resolve_text_config
 from .device import resolve_device
 from .errors import ModelLoadError
 from .loading import sha256_of
+from .sources import HUB_PREFIX, LOCAL_PREFIX, ModelFiles, hub_offline, resolve
 
 DEFAULT_CLIP_SOURCE = "hf-hub:joaodaniel/RS-M-CLIP"
-HUB_PREFIX = "hf-hub:"
-LOCAL_PREFIX = "local-dir:"
 CONFIG_FILE = "open_clip_config.json"
 # In open_clip's order of preference.
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                 "open_clip_pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "sentencepiece.bpe.model")
-# Everything the folder loader reads; the one weights file is fetched separately so that a repo
-# holding both formats is not downloaded twice.
-_HUB_SMALL_FILES = [CONFIG_FILE, "config.json", *TOKENIZER_FILES]
+# The weights are fetched in the first format the repo has, so one holding two is not downloaded twice.
+CLIP_FILES = ModelFiles("RS-M-CLIP", "--clip-model", "RSICRC_CLIP_MODEL", required=(CONFIG_FILE,),
+                        one_of=WEIGHT_FILES, optional=("config.json", *TOKENIZER_FILES), whole_repo=True)
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_CONTEXT_LENGTH = 77
 
@@ -52,90 +50,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         raise ModelLoadError(str(exc)) from exc
 
 
-def _hub_offline() -> bool:
-    # huggingface_hub reads the variable at import time; the caller may have set it later.
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
-
-
-def _offline_advice(repo_id: str) -> str:
-    return (f"download it on a machine with internet access "
-            f"(`huggingface-cli download {repo_id} --local-dir RS-M-CLIP`), copy that folder here "
-            f"and pass the folder instead of the hub id (e.g. `--clip-model /path/to/RS-M-CLIP`)")
-
-
-def snapshot_folder(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
-    """The local snapshot folder of a hub repo: downloaded if needed, cache only when offline."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
-    offline = _hub_offline()
-    where = f"hub repo {repo_id}" + (f" (revision {revision})" if revision else "")
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
-                                        allow_patterns=_HUB_SMALL_FILES, local_files_only=offline))
-        if not any((folder / name).is_file() for name in WEIGHT_FILES):
-            for name in WEIGHT_FILES:
-                try:
-                    hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
-                                    local_files_only=offline)
-                    break
-                except EntryNotFoundError:
-                    continue
-                except LocalEntryNotFoundError:
-                    if offline:
-                        continue
-                    raise
-    except LocalEntryNotFoundError as exc:
-        state = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
-        raise ModelLoadError(f"{where} is not in the local Hugging Face cache and {state}: "
-                             f"{_offline_advice(repo_id)}") from exc
-    except RevisionNotFoundError as exc:
-        raise ModelLoadError(f"{where}: no such revision on the hub") from exc
-    except RepositoryNotFoundError as exc:
-        raise ModelLoadError(f"{where} does not exist on the hub (or is private): check the id, "
-                             f"or pass a local folder") from exc
-    except (OSError, ValueError) as exc:  # network and HTTP errors derive from these
-        raise ModelLoadError(f"could not download {where}: {exc}; {_offline_advice(repo_id)}") from exc
-    return folder
-
-
-def _source_folder(source: str, revision: str | None, cache_dir: str | None) -> tuple[Path, str]:
-    """(folder, hub repo id or None) for any accepted spelling of `source`."""
-    text = str(source).strip()
-    if not text:
-        raise ModelLoadError("empty RS-M-CLIP model source: give a hub id "
-                             f"({DEFAULT_CLIP_SOURCE}) or a local folder")
-    if text.startswith(HUB_PREFIX):
-        repo_id = text[len(HUB_PREFIX):].strip("/")
-        return snapshot_folder(repo_id, revision, cache_dir), repo_id
-    if text.startswith(LOCAL_PREFIX):
-        text = text[len(LOCAL_PREFIX):]
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"RS-M-CLIP model source {path} is a file: pass the folder that holds "
-                                 f"{CONFIG_FILE} and the weights")
-        return path, None
-    parts = text.split("/")
-    if len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and os.sep not in parts[0]:
-        try:
-            return snapshot_folder(text, revision, cache_dir), text
-        except ModelLoadError as exc:  # it may have been meant as a relative folder
-            raise ModelLoadError(f"{exc} (there is no folder {path.resolve()} either)") from exc
-    raise ModelLoadError(f"RS-M-CLIP model source {text!r} is neither an existing folder nor a hub id "
-                         f"like {DEFAULT_CLIP_SOURCE}")
-
-
 def _read_open_clip_config(folder: Path) -> dict:
     path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{folder} has no {CONFIG_FILE}: it is not an open_clip model folder "
-                             f"(expected the files of the hub repo joaodaniel/RS-M-CLIP: {CONFIG_FILE}, "
-                             f"{WEIGHT_FILES[0]} or {WEIGHT_FILES[2]}, and the tokenizer files)")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -148,11 +64,8 @@ def _read_open_clip_config(folder: Path) -> dict:
 
 
 def _weights_file(folder: Path) -> Path:
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    raise ModelLoadError(f"{folder} has no weights file ({', '.join(WEIGHT_FILES)}): copy the complete "
-                         f"hub repo folder")
+    # The resolver made sure that one of them is there.
+    return next(folder / name for name in WEIGHT_FILES if (folder / name).is_file())
 
 
 def _tokenizer(folder: Path, text_cfg: dict, offline: bool):
@@ -185,7 +98,7 @@ def _load_folder(folder: Path, device: torch.device, source: str, cache_dir: str
     weights = _weights_file(folder)
     model_cfg = config["model_cfg"]
     text_cfg = dict(model_cfg["text_cfg"])
-    offline = _hub_offline()
+    offline = hub_offline()
     with tempfile.TemporaryDirectory(prefix="rsicrc-clip-textcfg-") as scratch:
         overrides = {}
         if text_cfg.get("hf_model_name"):
@@ -217,9 +130,9 @@ def load_clip(source: str = DEFAULT_CLIP_SOURCE, device: str | torch.device = "a
     Raises ModelLoadError, whose message says what is wrong and what to do, for every problem.
     """
     dev = _resolve_device(device)
-    folder, repo_id = _source_folder(source, revision, cache_dir)
-    label = f"{HUB_PREFIX}{repo_id}" if repo_id else str(Path(folder).resolve())
-    return _load_folder(Path(folder), dev, label, cache_dir)
+    resolved = resolve(source, CLIP_FILES, revision, cache_dir)
+    label = f"{HUB_PREFIX}{resolved.repo_id}" if resolved.repo_id else str(resolved.folder)
+    return _load_folder(resolved.folder, dev, label, cache_dir)
 
 
 @dataclass(eq=False)

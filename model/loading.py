@@ -5,14 +5,13 @@ unpickles tensors and plain containers only, and its sha256 is recorded.
 """
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import torch
 
 from .config import RsicrcConfig
 from .errors import ModelLoadError
 from .network import RsicrcNet
+from .sources import ModelFiles, resolve
 from .vocab import Vocabulary
 
 DEFAULT_SOURCE = "rogerferrod/RSICRC"
@@ -20,77 +19,12 @@ FILES = ("config.json", "levir_vocab.json", "pytorch_model.bin")
 WEIGHTS = FILES[2]
 
 
-def _offline_advice(repo_id):
-    return (f"On a machine with internet run `hf download {repo_id} {' '.join(FILES)} --local-dir RSICRC` "
-            f"(or `huggingface-cli download ...`), copy the RSICRC folder here and pass it as the model "
-            f"(--model /path/to/RSICRC or the RSICRC_MODEL environment variable).")
+RSICRC_FILES = ModelFiles("RSICRC", "--model", "RSICRC_MODEL", required=FILES)
 
 
-def looks_like_hub_id(source):
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "~")) and "\\" not in source
-
-
-def _cached_folder(repo_id, revision):
-    from huggingface_hub import hf_hub_download
-
-    try:
-        paths = [Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=True))
-                 for name in FILES]
-    except (OSError, ValueError):  # LocalEntryNotFoundError and friends: not (all) cached
-        return None
-    return paths[0].parent
-
-
-def download(repo_id, revision=None):
-    """Fetch the three files into the Hugging Face cache (resumable; honours HF_HUB_OFFLINE)."""
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
-                                            RepositoryNotFoundError, RevisionNotFoundError)
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ModelLoadError(f"huggingface_hub is needed to download {repo_id}: {exc}") from None
-    cached = _cached_folder(repo_id, revision)
-    if cached is not None:  # downloaded once: load without touching the network
-        return cached
-    folder = None
-    for name in FILES:
-        try:
-            path = hf_hub_download(repo_id, name, revision=revision)
-        except LocalEntryNotFoundError:
-            raise ModelLoadError(
-                f"model {repo_id}: {name} is not in the local Hugging Face cache and the hub cannot be "
-                f"reached (offline, or HF_HUB_OFFLINE is set). {_offline_advice(repo_id)}") from None
-        except RepositoryNotFoundError:
-            raise ModelLoadError(f"model {repo_id}: no such repository on the Hugging Face hub "
-                                 f"(or it is private); check the name or pass a local folder") from None
-        except RevisionNotFoundError:
-            raise ModelLoadError(f"model {repo_id}: revision {revision!r} does not exist") from None
-        except EntryNotFoundError:
-            raise ModelLoadError(f"model {repo_id}: the repository has no file {name}") from None
-        except OSError as exc:
-            raise ModelLoadError(f"model {repo_id}: downloading {name} failed ({exc}). "
-                                 f"{_offline_advice(repo_id)}") from None
-        folder = Path(path).parent
-    return folder
-
-
-def resolve_folder(source, revision=None):
-    """A local folder holding the three files, downloading from the hub when `source` is an id."""
-    path = Path(os.path.expanduser(str(source)))
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"model {source}: not a folder; pass the folder holding {', '.join(FILES)}")
-        folder = path
-    elif looks_like_hub_id(str(source)):
-        folder = download(str(source), revision)
-    else:
-        raise ModelLoadError(f"model {source}: no such folder, and not a Hugging Face repo id (owner/name)")
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
-        raise ModelLoadError(f"model {source}: {', '.join(missing)} missing in {folder}; a model folder "
-                             f"holds {', '.join(FILES)} as in the rogerferrod/RSICRC repository")
-    return folder
+def resolve_source(source, revision=None):
+    """The folder (and hub repo, if any) of an RSICRC source: see model/sources.py."""
+    return resolve(source, RSICRC_FILES, revision)
 
 
 def sha256_of(path, chunk=1 << 22):

@@ -35,7 +35,7 @@ def small_checkpoint(checkpoint_factory):
 @pytest.fixture(scope="session")
 def tiny_clip_folder(tmp_path_factory):
     """A folder laid out like the hub repo: 2-layer ViT, 2-layer XLM-RoBERTa-type text tower."""
-    from rsicrc.model.clip_generate import write_generated_clip
+    from clip_generate import write_generated_clip
 
     return write_generated_clip(tmp_path_factory.mktemp("tiny-rs-m-clip"))
 

@@ -126,7 +126,7 @@ def test_search_clip_on_layer_without_embeddings(pair, small_checkpoint, tmp_pat
 
 
 def test_search_clip_with_another_clip_model_is_refused(clip_layer, tmp_path, capsys):
-    from rsicrc.model.clip_generate import write_generated_clip
+    from clip_generate import write_generated_clip
 
     other = write_generated_clip(tmp_path / "other", seed=1)
     assert main(["search", str(clip_layer), "forest", "--clip", "--clip-model", str(other),

@@ -116,7 +116,7 @@ def test_hub_id_offline_and_not_cached_says_what_to_do(tmp_path):
         load_clip("hf-hub:joaodaniel/RS-M-CLIP", device="cpu", cache_dir=str(tmp_path))
     msg = str(err.value)
     assert "joaodaniel/RS-M-CLIP" in msg and "HF_HUB_OFFLINE" in msg
-    assert "huggingface-cli download joaodaniel/RS-M-CLIP" in msg and "folder" in msg
+    assert "hf download joaodaniel/RS-M-CLIP" in msg and "folder" in msg
 
 
 def test_text_config_found_by_known_name(tmp_path, tiny_clip, tiny_clip_folder, queries, monkeypatch):
@@ -153,14 +153,14 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path, tiny_clip_folder):
 
 
 def test_folder_problems_name_the_folder(tmp_path, tiny_clip_folder):
-    with pytest.raises(ModelLoadError, match="neither an existing folder nor a hub id"):
+    with pytest.raises(ModelLoadError, match="no such folder, and not a Hugging Face repo id"):
         load_clip(str(tmp_path / "does" / "not" / "exist"), device="cpu")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelLoadError, match=f"{empty}.*open_clip_config.json"):
         load_clip(str(empty), device="cpu")
     no_weights = _copy(tiny_clip_folder, tmp_path / "nw", drop=["open_clip_model.safetensors"])
-    with pytest.raises(ModelLoadError, match="no weights file"):
+    with pytest.raises(ModelLoadError, match="open_clip_model.safetensors or .* missing"):
         load_clip(str(no_weights), device="cpu")
     with pytest.raises(ModelLoadError, match="is a file"):
         load_clip(str(tiny_clip_folder / "open_clip_config.json"), device="cpu")

@@ -39,6 +39,25 @@ def test_offline_hub_id_not_cached_says_how_to_download(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_unresolvable_hub_host_is_said_at_once_for_both_models(tmp_path):
+    """No retries against a host that does not even resolve (".invalid" never does, RFC 6761):
+    the one resolver says so, with the same advice for RSICRC and RS-M-CLIP."""
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://hub.rsicrc-test.invalid", "HF_HOME": str(tmp_path)}
+    out = load_in_subprocess("someone/RSICRC", env)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "hub.rsicrc-test.invalid does not resolve" in out.stdout
+    assert "hf download someone/RSICRC" in out.stdout and "--model /path/to/RSICRC" in out.stdout
+    code = ("import sys\nfrom rsicrc.model.clip import load_clip\nfrom rsicrc.model import ModelLoadError\n"
+            "try:\n    load_clip('hf-hub:someone/RS-M-CLIP', device='cpu')\nexcept ModelLoadError as e:\n"
+            "    print('ERROR', e); sys.exit(3)\n")
+    clip = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), capture_output=True,
+                          text=True, timeout=300, cwd=REPO_ROOT)
+    assert clip.returncode == 3, clip.stdout + clip.stderr
+    assert "hub.rsicrc-test.invalid does not resolve" in clip.stdout
+    assert "hf download someone/RS-M-CLIP --local-dir RS-M-CLIP" in clip.stdout
+    assert "--clip-model /path/to/RS-M-CLIP" in clip.stdout
+
+
 @pytest.fixture
 def recording_endpoint():
     """A loopback 'hub' that records each request line and answers none; yields (url, requests)."""
