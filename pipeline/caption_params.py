@@ -144,8 +144,14 @@ def options():
     return out
 
 
-def option(name):
-    return next(opt for n, opt, _ in options() if n == name)
+def check_value(name, value):
+    """One option's value checked and normalised on its own (ParamError when unusable)."""
+    return _checked(next(opt for n, opt, _ in options() if n == name), value)
+
+
+def form_options():
+    """The options that forms (the dialog, the Processing algorithm) offer."""
+    return [(name, opt, default) for name, opt, default in options() if opt.form]
 
 
 def _checked(opt, value):

@@ -33,7 +33,6 @@ CORE_FIELDS = [
     ("change_score", "real"),
     ("nodata_fraction", "real"),
 ]
-FIELD_KINDS = ("int", "text", "real", "bool", "blob")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -146,7 +145,7 @@ class LayerWriter:
     """Creates the `changes` layer and appends batches of tiles to it, each batch one transaction."""
 
     def __init__(self, path, crs_wkt, fields):
-        """fields: [(name, kind)] in layer order, CORE_FIELDS first; kind in FIELD_KINDS."""
+        """fields: [(name, kind)] in layer order, CORE_FIELDS first; kind: int, text, real, bool, blob."""
         self.path = str(path)
         self.crs_wkt = crs_wkt
         self.fields = list(fields)

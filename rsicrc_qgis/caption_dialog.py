@@ -1,25 +1,19 @@
-"""The toolbar dialog: pick BEFORE/AFTER, see the pair checks at once, start a CaptionTask."""
+"""The toolbar dialog: pick BEFORE/AFTER, see the pair checks at once, start a CaptionTask.
+
+Every run option of the CLI is here, built from its one definition (pipeline/caption_params.py):
+the everyday ones under "Run", the rest under "Advanced".
+"""
 import html
 from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import pyqtSignal
-from qgis.PyQt.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QSpinBox,
-    QVBoxLayout,
-)
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QLabel, QVBoxLayout
 
-from . import caption_job, pair_checks, settings
+from ..pipeline.caption_params import ParamError, band_list, check_value, form_options
+from . import caption_job, pair_checks
+from .option_widgets import OptionWidget
 
 MARKS = {pair_checks.OK: ("✔", "#1a7f37"), pair_checks.WARN: ("⚠", "#9a6700"),
          pair_checks.ERROR: ("✖", "#cf222e")}
@@ -40,26 +34,10 @@ class CaptionDialog(QDialog):
             combo.setAllowEmptyLayer(True)
             combo.setLayer(None)
         self._preselect()
-        self.bands_edit = QLineEdit()
-        self.bands_edit.setPlaceholderText("the rasters' RGB bands; or red,green,blue like 4,3,2")
-        self.tile_spin = QSpinBox()
-        self.tile_spin.setRange(32, 4096)
-        self.tile_spin.setSingleStep(32)
-        self.tile_spin.setValue(caption_job.DEFAULT_TILE_SIZE)
-        self.tile_spin.setSuffix(" px")
-        self.queries_edit = QPlainTextEdit()
-        self.queries_edit.setPlaceholderText("optional, one a line: e.g. new buildings")
-        self.queries_edit.setFixedHeight(64)
-        self.model_edit = QLineEdit(settings.model_choice().value)
-        self.model_edit.setPlaceholderText("default model (hub id or local folder)")
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(settings.DEVICES)
-        self.device_combo.setCurrentText(settings.device())
+        self.options = {name: OptionWidget(name, opt, default) for name, opt, default in form_options()}
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter("GeoPackage (*.gpkg)")
-        self.reproject_check = QCheckBox("Reproject/resample AFTER onto BEFORE's grid")
-        self.clip_check = QCheckBox("Also store RS-M-CLIP embeddings (multilingual search)")
         self.checks_label = QLabel()
         self.checks_label.setWordWrap(True)
         self.checks_label.setObjectName("pairChecks")
@@ -67,19 +45,18 @@ class CaptionDialog(QDialog):
         pair = QFormLayout()
         pair.addRow("BEFORE", self.before_combo)
         pair.addRow("AFTER", self.after_combo)
-        pair.addRow("Bands", self.bands_edit)
-        pair.addRow("", self.reproject_check)
         pair_box = QGroupBox("Rasters")
         pair_box.setLayout(pair)
-        run = QFormLayout()
-        run.addRow("Tile size", self.tile_spin)
-        run.addRow("Queries", self.queries_edit)
-        run.addRow("Model", self.model_edit)
-        run.addRow("Device", self.device_combo)
-        run.addRow("", self.clip_check)
+        run, advanced = QFormLayout(), QFormLayout()
+        for option in self.options.values():
+            form = advanced if option.opt.advanced else run
+            form.addRow("" if option.opt.kind == "bool" else option.opt.label, option.widget)
         run.addRow("Output", self.output_widget)
         run_box = QGroupBox("Run")
         run_box.setLayout(run)
+        self.advanced_box = QgsCollapsibleGroupBox("Advanced")
+        self.advanced_box.setLayout(advanced)
+        self.advanced_box.setCollapsed(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close)
         self.buttons.button(QDialogButtonBox.Ok).setText("Run")
         self.buttons.accepted.connect(self.run)
@@ -88,14 +65,14 @@ class CaptionDialog(QDialog):
         layout.addWidget(pair_box)
         layout.addWidget(self.checks_label)
         layout.addWidget(run_box)
+        layout.addWidget(self.advanced_box)
         layout.addWidget(self.buttons)
         # Connected last: every widget the checks read must exist before the first change.
         for combo in (self.before_combo, self.after_combo):
             combo.layerChanged.connect(self.update_checks)
-        self.bands_edit.textChanged.connect(self.update_checks)
-        self.tile_spin.valueChanged.connect(self.update_checks)
+        for option in self.options.values():
+            option.connect(self.update_checks)
         self.output_widget.fileChanged.connect(self.update_checks)
-        self.reproject_check.toggled.connect(self.update_checks)
         self.update_checks()
 
     def _preselect(self):
@@ -106,13 +83,15 @@ class CaptionDialog(QDialog):
             self.before_combo.setLayer(rasters[1])
             self.after_combo.setLayer(rasters[0])
 
+    def value(self, name):
+        return self.options[name].value()
+
     def bands(self):
-        text = self.bands_edit.text().strip()
+        """(band list or None, usable?) from the Bands field."""
         try:
-            value = caption_job.parse_bands(text)
-        except caption_job.BadParameter:
+            return band_list(check_value("bands", self.value("bands"))), True
+        except ParamError:
             return None, False
-        return ([int(b) for b in value.split(",")] if value else None), True
 
     def current_checks(self):
         before, after = self.before_combo.currentLayer(), self.after_combo.currentLayer()
@@ -122,13 +101,16 @@ class CaptionDialog(QDialog):
         if not ok:
             return [pair_checks.Check(pair_checks.ERROR, "Bands: give three band numbers from 1, "
                                                          "like 4,3,2.")]
-        checks = pair_checks.check_pair(before, after, bands, self.tile_spin.value(),
-                                        self.reproject_check.isChecked())
+        checks = pair_checks.check_pair(before, after, bands, self.value("tile_size"),
+                                        self.value("reproject"))
         if before.id() == after.id():
             checks.insert(0, pair_checks.Check(pair_checks.WARN, "BEFORE and AFTER are the same layer."))
         return checks
 
     def update_checks(self, *_):
+        for option in self.options.values():
+            if option.opt.requires:
+                option.widget.setEnabled(bool(self.value(option.opt.requires)))
         checks = self.current_checks()
         self.checks_label.setText("<br>".join(
             f'<span style="color:{MARKS[c.level][1]}">{MARKS[c.level][0]} {html.escape(c.text)}</span>'
@@ -141,23 +123,17 @@ class CaptionDialog(QDialog):
         ready = (before is not None and after is not None and not pair_checks.blocking(checks)
                  and bool(self.output_widget.filePath().strip()))
         self.buttons.button(QDialogButtonBox.Ok).setEnabled(ready)
-        self.last_checks = checks
         return checks
 
     def build_args(self):
         output = self.output_widget.filePath().strip()
         if output and not output.lower().endswith(".gpkg"):
             output += ".gpkg"
-        before = caption_job.raster_path(self.before_combo.currentLayer(), "BEFORE")
-        after = caption_job.raster_path(self.after_combo.currentLayer(), "AFTER")
-        output = caption_job.output_path(output)
-        bands = caption_job.parse_bands(self.bands_edit.text())
-        args = caption_job.caption_args(
-            before, after, output, bands, self.tile_spin.value(),
-            caption_job.parse_queries(self.queries_edit.toPlainText()),
-            self.model_edit.text().strip(), self.device_combo.currentText(),
-            self.reproject_check.isChecked(), self.clip_check.isChecked())
-        return args, output
+        values = {name: option.value() for name, option in self.options.items()}
+        values["before"] = caption_job.raster_path(self.before_combo.currentLayer(), "BEFORE")
+        values["after"] = caption_job.raster_path(self.after_combo.currentLayer(), "AFTER")
+        values["output"] = output = caption_job.output_path(output)
+        return caption_job.caption_args(values), output
 
     def run(self):
         if pair_checks.blocking(self.update_checks()):

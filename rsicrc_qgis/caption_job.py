@@ -1,15 +1,15 @@
-"""One caption run: the raster layers turned into file paths and the `rsicrc caption` command.
+"""One caption run: the form's values turned into the `rsicrc caption` command line.
 
-Used by the dialog's QgsTask and by the rsicrc:captionchanges algorithm, so both build the
-very same command line.
+Used by the dialog's QgsTask and by the rsicrc:captionchanges algorithm, so both build the very
+same command from the one definition of the run options (pipeline/caption_params.py). The
+plugin's settings stand in for the model, RS-M-CLIP model and device a form leaves empty.
 """
 from pathlib import Path
 
+from ..pipeline.caption_params import CaptionParams, ParamError, options, to_argv
 from ..pipeline.gpkg_layer import LAYER, partial_path
 from . import settings
 from .worker_process import run_cli
-
-DEFAULT_TILE_SIZE = 256
 
 
 class BadParameter(Exception):
@@ -34,17 +34,6 @@ def parse_queries(text):
     return [q.strip() for q in lines if q and q.strip()]
 
 
-def parse_bands(text):
-    """"3,2,1" -> "3,2,1" checked; "" -> None (the CLI picks the RGB bands)."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
-    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise BadParameter(f"Bands: give three band numbers from 1, like 4,3,2 (got \"{text}\").")
-    return ",".join(parts)
-
-
 def output_path(text):
     """The destination GeoPackage; Processing may hand "path|layername=..." or a .gpkg-less name."""
     path = (text or "").split("|")[0].strip()
@@ -61,33 +50,40 @@ def layer_uri(path):
     return f"{path}|layername={LAYER}"
 
 
-def caption_args(before, after, output, bands=None, tile_size=None, queries=(), model=None,
-                 device=None, reproject=False, clip=False):
-    args = ["caption", before, after, "--output", output, "--progress", "json"]
+def run_values(values):
+    """The form's {option: value} completed from the plugin settings and checked.
+
+    Options that need one that is off (RS-M-CLIP's model and classes without RS-M-CLIP) are
+    left out; a value the option does not accept raises BadParameter with the option's label.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    values["queries"] = parse_queries(values.get("queries"))
+    values["model"] = values.get("model") or settings.model_choice().value or None
+    values["clip_model"] = values.get("clip_model") or settings.clip_model_choice().value or None
+    values["device"] = values.get("device") or settings.device()
     # An interrupted run (cancel) left its finished tiles behind: running the same job again
     # continues it; any other job to that output starts over (the CLI checks which).
-    if Path(partial_path(output)).exists():
-        args.append("--resume-if-possible")
-    if reproject:
-        args.append("--reproject")
-    if clip:
-        args.append("--clip")
-        clip_model = settings.clip_model_choice().value
-        if clip_model:
-            args += ["--clip-model", clip_model]
-    if bands:
-        args += ["--bands", bands]
-    if tile_size:
-        args += ["--tile-size", str(int(tile_size))]
-    for query in queries:
-        args += ["--query", query]
-    model = model if model is not None else settings.model_choice().value
-    if model:
-        args += ["--model", model]
-    device = device or settings.device()
-    if device:
-        args += ["--device", device]
-    return args
+    values["resume"] = "auto" if Path(partial_path(values["output"])).exists() else False
+    for name, opt, _ in options():
+        if opt.requires and not values.get(opt.requires):
+            values.pop(name, None)
+    try:
+        checked = CaptionParams(**values).check()
+    except ParamError as exc:
+        label = next((opt.label for _, opt, _ in options() if str(exc).startswith(opt.flag + " ")), None)
+        raise BadParameter(f"{label}: {exc}" if label else str(exc)) from None
+    except TypeError as exc:  # a value of the wrong kind from a caller
+        raise BadParameter(str(exc)) from None
+    out = {name: getattr(checked, name) for name in ("before", "after", "output", *(n for n, _, _ in options()))}
+    for name, opt, _ in options():
+        if opt.requires and not out.get(opt.requires):
+            out[name] = None  # not passed: the CLI's own default (e.g. $RSICRC_CLIP_MODEL) stays
+    return out
+
+
+def caption_args(values):
+    """argv (without the interpreter) for {before, after, output, option: value}."""
+    return to_argv(run_values(values)) + ["--progress", "json"]
 
 
 def run_caption(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):

@@ -2,7 +2,7 @@
 from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
 from qgis.PyQt.QtCore import pyqtSignal
 
-from . import caption_job
+from . import caption_job, protocol
 from .environment import EnvironmentProblem
 from .styling import style_result_layer
 from .worker_process import Canceled, CliFailure
@@ -32,10 +32,10 @@ class CaptionTask(QgsTask):
 
     def _on_event(self, event):
         self.childEvent.emit(event)
-        kind = event["event"]
-        if kind in ("start", "progress") and event.get("total"):
-            self.setProgress(100.0 * event.get("done", 0) / event["total"])
-        elif kind == "warning":
+        percent = protocol.progress_percent(event)
+        if percent is not None:
+            self.setProgress(percent)
+        elif event["event"] == "warning":
             self.warnings.append(event.get("message", ""))
             QgsMessageLog.logMessage(event.get("message", ""), LOG_TAG, Qgis.Warning)
 

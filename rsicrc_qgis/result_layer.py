@@ -1,16 +1,16 @@
-"""What a result GeoPackage holds besides its features: the rsicrc_metadata table, the blobs.
+"""What a result GeoPackage holds besides its features: the run metadata, the embedding BLOBs.
 
-Read with sqlite3 (standard library), so the plugin needs no torch to know which model made a
-layer and whether it can be searched with RS-M-CLIP. The table name comes from the pipeline's layer
-module, which imports only numpy.
+The run metadata is the `changes` layer's GDAL metadata (docs/interfaces.md), read with the
+osgeo bindings QGIS itself ships, so the plugin needs no torch to know which model made a layer
+and whether it can be searched with RS-M-CLIP. GDAL takes a plain file path: no URI to build,
+so any character a folder name may hold is fine. The decoding is the pipeline's own.
 """
-import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
+from qgis.core import QgsProviderRegistry
 
-from ..pipeline.gpkg_layer import METADATA_TABLE
+from ..pipeline.gpkg_layer import LAYER, decode_metadata
 
 EMBEDDING_FIELD = "embedding"
 
@@ -19,42 +19,52 @@ class NotAResultLayer(Exception):
     """The layer was not written by `rsicrc caption`, or its file cannot be read."""
 
 
-def gpkg_path(layer):
-    """File path behind an OGR vector layer ("path|layername=changes" -> path), else None."""
+def layer_file(layer):
+    """(file path, layer name) behind an OGR vector layer, else None."""
     if layer is None or layer.providerType() != "ogr":
         return None
-    path = layer.source().split("|")[0]
-    return path if Path(path).is_file() else None
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    path = parts.get("path") or ""
+    if not Path(path).is_file():
+        return None
+    return path, parts.get("layerName") or LAYER
 
 
-def read_metadata(path):
-    """Key -> decoded JSON value of the rsicrc_metadata table; NotAResultLayer when absent."""
+def gpkg_path(layer):
+    """File path behind an OGR vector layer ("path|layername=changes" -> path), else None."""
+    found = layer_file(layer)
+    return found[0] if found else None
+
+
+def read_metadata(path, layer_name=LAYER):
+    """Key -> decoded value of the layer's run metadata; NotAResultLayer when it has none."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # the reason goes into our message instead
     try:
-        con = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise NotAResultLayer(f"{path} cannot be opened: {exc}") from exc
-    try:
-        rows = con.execute(f'SELECT key, value FROM "{METADATA_TABLE}"').fetchall()
-    except sqlite3.Error as exc:
-        raise NotAResultLayer(f"{path} has no {METADATA_TABLE} table, so it was not written by "
-                              "rsicrc caption") from exc
+        gdal.ErrorReset()
+        ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY)
+        if ds is None:
+            raise NotAResultLayer(f"{path} cannot be opened: "
+                                  f"{gdal.GetLastErrorMsg() or 'not a vector file GDAL can read'}")
+        lyr = ds.GetLayerByName(layer_name)
+        items = lyr.GetMetadata_Dict() if lyr is not None else {}
     finally:
-        con.close()
-    meta = {}
-    for key, value in rows:
-        try:
-            meta[key] = json.loads(value)
-        except (TypeError, ValueError):
-            meta[key] = value
+        gdal.PopErrorHandler()
+    meta = decode_metadata(items)
+    if lyr is None or "model_source" not in meta:
+        what = f"no layer \"{layer_name}\"" if lyr is None else \
+            f"no rsicrc run metadata on layer \"{layer_name}\""
+        raise NotAResultLayer(f"{path} has {what}, so it was not written by rsicrc caption.")
     return meta
 
 
 def layer_metadata(layer):
-    path = gpkg_path(layer)
-    if path is None:
+    found = layer_file(layer)
+    if found is None:
         raise NotAResultLayer(f"Layer \"{layer.name() if layer else '?'}\" is not a GeoPackage "
                               "written by rsicrc caption.")
-    return read_metadata(path)
+    return read_metadata(*found)
 
 
 def has_clip(meta):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
+from ..pipeline.caption_params import DEVICES
+
 KEY_PREFIX = "rsicrc/"
 DEFAULT_DEVICE = "auto"
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_SEARCH_FIELD = "search_score"
 
 # The plugin folder is the package root: rsicrc_qgis/ sits right under it.

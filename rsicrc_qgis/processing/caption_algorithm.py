@@ -5,6 +5,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -12,7 +13,8 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from .. import caption_job, settings
+from ...pipeline.caption_params import DEVICES, form_options
+from .. import caption_job, protocol
 from ..environment import EnvironmentProblem
 from ..worker_process import Canceled, CliFailure
 from .layer_post_processor import StyleResultLayer
@@ -40,10 +42,53 @@ def retarget_loading(context, destination, uri, post_processor):
     context.setLayersToLoadOnCompletion(layers)
 
 
+def option_parameter(name, opt, default):
+    """The Processing parameter of one run option (pipeline/caption_params.py), named NAME."""
+    key = name.upper()
+    # An advanced option may be left out (its default applies), so that graphical models saved
+    # before the option existed still validate and run.
+    optional = opt.advanced
+    if opt.kind == "bool":
+        param = QgsProcessingParameterBoolean(key, opt.label, defaultValue=default, optional=optional)
+    elif opt.kind in ("int", "float"):
+        kind = QgsProcessingParameterNumber.Integer if opt.kind == "int" else QgsProcessingParameterNumber.Double
+        bounds = {k: v for k, v in (("minValue", opt.minimum), ("maxValue", opt.maximum)) if v is not None}
+        param = QgsProcessingParameterNumber(key, opt.label, kind, default, optional=optional or default is None,
+                                             **bounds)
+    elif opt.kind == "texts":
+        param = QgsProcessingParameterString(key, f"{opt.label}, one a line", multiLine=True, optional=True)
+    elif opt.kind == "device":
+        param = QgsProcessingParameterEnum(key, opt.label, options=list(DEVICES),
+                                           defaultValue=DEVICES.index(default))
+    elif opt.kind == "text" and name in ("model", "clip_model"):
+        param = QgsProcessingParameterString(
+            key, f"{opt.label} (hub id or folder; empty: the plugin settings, else the default)", optional=True)
+    else:
+        param = QgsProcessingParameterString(key, opt.label, defaultValue=default, optional=True)
+    if opt.advanced:
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    param.setHelp(opt.help)
+    return param
+
+
+def option_value(alg, name, opt, parameters, context):
+    """The value of one run option's parameter; None where the option was left empty."""
+    key = name.upper()
+    if opt.kind == "bool":
+        return alg.parameterAsBool(parameters, key, context)
+    if opt.kind == "int":
+        return alg.parameterAsInt(parameters, key, context)
+    if opt.kind == "float":
+        return None if parameters.get(key) is None else alg.parameterAsDouble(parameters, key, context)
+    if opt.kind == "texts":
+        return caption_job.parse_queries(alg.parameterAsString(parameters, key, context))
+    if opt.kind == "device":
+        return DEVICES[alg.parameterAsEnum(parameters, key, context)]
+    return alg.parameterAsString(parameters, key, context).strip() or None
+
+
 class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
-    BEFORE, AFTER, BANDS, TILE_SIZE = "BEFORE", "AFTER", "BANDS", "TILE_SIZE"
-    QUERIES, MODEL, DEVICE, OUTPUT = "QUERIES", "MODEL", "DEVICE", "OUTPUT"
-    REPROJECT, CLIP = "REPROJECT", "CLIP"
+    BEFORE, AFTER, OUTPUT = "BEFORE", "AFTER", "OUTPUT"
     FEATURES, SKIPPED = "FEATURES", "SKIPPED"
 
     def createInstance(self):
@@ -61,24 +106,8 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "BEFORE raster"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "AFTER raster"))
-        self.addParameter(QgsProcessingParameterString(
-            self.BANDS, "Bands as red,green,blue (empty: the rasters' RGB bands)", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
-            caption_job.DEFAULT_TILE_SIZE, minValue=32, maxValue=4096))
-        self.addParameter(QgsProcessingParameterString(
-            self.QUERIES, "Text queries, one a line (each gets a q_ score field)",
-            multiLine=True, optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Model (hub id or folder; empty: settings / RSICRC_MODEL / default)",
-            optional=True))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.DEVICE, "Device", options=list(settings.DEVICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.REPROJECT, "Reproject/resample AFTER onto BEFORE's grid when they differ",
-            defaultValue=False))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.CLIP, "Also store RS-M-CLIP embeddings (multilingual search)", defaultValue=False))
+        for name, opt, default in form_options():
+            self.addParameter(option_parameter(name, opt, default))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Captioned changes", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Tiles captioned"))
@@ -86,31 +115,24 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         try:
-            before = caption_job.raster_path(
+            values = {name: option_value(self, name, opt, parameters, context) for name, opt, _ in form_options()}
+            values["before"] = caption_job.raster_path(
                 self.parameterAsRasterLayer(parameters, self.BEFORE, context), "BEFORE")
-            after = caption_job.raster_path(
+            values["after"] = caption_job.raster_path(
                 self.parameterAsRasterLayer(parameters, self.AFTER, context), "AFTER")
-            bands = caption_job.parse_bands(self.parameterAsString(parameters, self.BANDS, context))
             destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-            output = caption_job.output_path(destination)
+            values["output"] = output = caption_job.output_path(destination)
+            args = caption_job.caption_args(values)
         except caption_job.BadParameter as exc:
             raise QgsProcessingException(str(exc)) from None
-        queries = caption_job.parse_queries(self.parameterAsString(parameters, self.QUERIES, context))
-        model = self.parameterAsString(parameters, self.MODEL, context).strip() or None
-        device = settings.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
-        args = caption_job.caption_args(before, after, output, bands,
-                                        self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                                        queries, model, device,
-                                        self.parameterAsBool(parameters, self.REPROJECT, context),
-                                        self.parameterAsBool(parameters, self.CLIP, context))
 
         def on_event(event):
             kind = event["event"]
             if kind == "start":
                 feedback.pushInfo(f"Captioning {event.get('total')} tiles into {event.get('output')}")
-                feedback.setProgress(0)
-            elif kind == "progress":
-                feedback.setProgress(100.0 * event["done"] / max(1, event["total"]))
+            percent = protocol.progress_percent(event)
+            if percent is not None:
+                feedback.setProgress(percent)
             elif kind == "warning":
                 feedback.pushWarning(event.get("message", ""))
 

@@ -1,7 +1,5 @@
 """End to end on generated rasters with the generated rn50-small checkpoint (kept to a few tiles:
 every tile costs two RN50 passes and a greedy decode on the CPU)."""
-import json
-import sqlite3
 
 import numpy as np
 import pyogrio

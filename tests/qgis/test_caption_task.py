@@ -11,9 +11,8 @@ def _make_task(plugin, raster_pair, output, **kw):
     from rsicrc.rsicrc_qgis import caption_job
 
     before, after = raster_pair
-    args = caption_job.caption_args(str(before), str(after), str(output), None, 256, [], None,
-                                    "cpu", **kw)
-    return args
+    return caption_job.caption_args({"before": str(before), "after": str(after), "output": str(output),
+                                     "tile_size": 256, "device": "cpu", **kw})
 
 
 def test_cancel_stops_child_and_leaves_resumable_output(plugin, worker_env, raster_pair, tmp_path,
@@ -41,7 +40,7 @@ def test_cancel_stops_child_and_leaves_resumable_output(plugin, worker_env, rast
         con = sqlite3.connect(partial)
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         con.close()
-        args = caption_job.caption_args("b.tif", "a.tif", str(output))
+        args = caption_job.caption_args({"before": "b.tif", "after": "a.tif", "output": str(output)})
         assert "--resume-if-possible" in args
 
 

@@ -1,6 +1,5 @@
 """A graphical model built in code: rsicrc:captionchanges feeding rsicrc:searchchanges, run
 through processing.run like a model saved from the Model Designer."""
-import sqlite3
 
 import pytest
 from qgis.core import (

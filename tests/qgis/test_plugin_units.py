@@ -45,25 +45,6 @@ def test_environment_variables_override_settings(monkeypatch, tmp_path):
         QgsSettings().remove("rsicrc/model")
 
 
-def test_clip_model_setting_reaches_the_command(monkeypatch, tmp_path):
-    from rsicrc.rsicrc_qgis import caption_job, settings
-
-    out = str(tmp_path / "o.gpkg")
-    monkeypatch.delenv("RSICRC_CLIP_MODEL", raising=False)
-    QgsSettings().remove("rsicrc/clip_model")
-    assert "--clip-model" not in caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=True)
-    settings.save(clip_model=" /stored/clip ")
-    try:
-        args = caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=True)
-        assert args[args.index("--clip-model") + 1] == "/stored/clip"
-        assert "--clip-model" not in caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=False)
-        monkeypatch.setenv("RSICRC_CLIP_MODEL", "/env/clip")
-        args = caption_job.caption_args("b.tif", "a.tif", out, model="m", clip=True)
-        assert args[args.index("--clip-model") + 1] == "/env/clip"
-    finally:
-        QgsSettings().remove("rsicrc/clip_model")
-
-
 def test_autodetect_prefers_project_venv(monkeypatch):
     from rsicrc.rsicrc_qgis import settings
 
@@ -79,21 +60,15 @@ def test_caption_args_and_parameter_checks(tmp_path):
     from rsicrc.rsicrc_qgis import caption_job
 
     out = str(tmp_path / "o.gpkg")
-    args = caption_job.caption_args("b.tif", "a.tif", out, "4,3,2", 224, ["new road", "trees"],
-                                    "some/model", "cpu", reproject=True)
-    assert args[:6] == ["caption", "b.tif", "a.tif", "--output", out, "--progress"]
+    args = caption_job.caption_args({"before": "b.tif", "after": "a.tif", "output": out, "bands": " 4, 3,2 ",
+                                     "tile_size": 224, "queries": ["new road", "trees"],
+                                     "model": "some/model", "device": "cpu", "reproject": True})
+    assert args[:5] == ["caption", "b.tif", "a.tif", "--output", out] and args[-2:] == ["--progress", "json"]
     assert args.count("--query") == 2 and "--reproject" in args and "--resume-if-possible" not in args
-    assert args[args.index("--tile-size") + 1] == "224"
-    Path(caption_job.partial_path(out)).write_bytes(b"")
-    assert "--resume-if-possible" in caption_job.caption_args("b.tif", "a.tif", out, model="m")
-    assert caption_job.parse_bands(" 4, 3,2 ") == "4,3,2"
-    assert caption_job.parse_bands("") is None
-    for bad in ("1,2", "0,1,2", "a,b,c"):
-        with pytest.raises(caption_job.BadParameter):
-            caption_job.parse_bands(bad)
-    with pytest.raises(caption_job.BadParameter, match="GeoPackage"):
-        caption_job.output_path(str(tmp_path / "x.shp"))
-    assert caption_job.parse_queries("a\n\n  b  \n") == ["a", "b"]
+    assert args[args.index("--tile-size") + 1] == "224" and args[args.index("--bands") + 1] == "4,3,2"
+    for bad in ("0,1,2", "a,b,c"):
+        with pytest.raises(caption_job.BadParameter, match="Bands"):
+            caption_job.caption_args({"before": "b.tif", "after": "a.tif", "output": out, "bands": bad})
 
 
 def test_pinned_requirements_come_from_pyproject():

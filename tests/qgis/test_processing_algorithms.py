@@ -1,6 +1,4 @@
 """Both algorithms end to end through processing.run, with the generated checkpoint."""
-import sqlite3
-
 import pytest
 from qgis.core import (
     QgsProcessingContext,
@@ -23,10 +21,10 @@ def test_caption_writes_styled_ready_geopackage(captioned, raster_pair):
     for f in layer.getFeatures():
         assert isinstance(f["caption"], str) and f["caption"]
         assert 0.0 <= f["change_score"] <= 1.0
-    con = sqlite3.connect(out)
-    meta = dict(con.execute("SELECT key, value FROM rsicrc_metadata").fetchall())
-    con.close()
-    assert meta["complete"] == "true"
+    from rsicrc.pipeline.gpkg_layer import list_layers, read_metadata
+
+    assert read_metadata(out)["complete"] is True
+    assert list_layers(out) == ["changes"]  # QGIS asks nothing: the metadata is not a layer
 
 
 def test_caption_loads_and_styles_output_in_project(plugin, worker_env, raster_pair, tmp_path):

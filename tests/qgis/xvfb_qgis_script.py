@@ -56,7 +56,7 @@ def start():
     dialog.before_combo.setLayer(before)
     dialog.after_combo.setLayer(after)
     dialog.output_widget.setFilePath(OUTPUT)
-    dialog.queries_edit.setPlainText("new buildings")
+    dialog.options["queries"].set_value(["new buildings"])
     report["pair_checks"] = [(c.level, c.text) for c in dialog.update_checks()]
     report["steps"].append("dialog")
     plugin.start_caption_orig = plugin.start_caption

@@ -1,0 +1,98 @@
+"""Dialog widgets for the run options, one per option of pipeline/caption_params.py.
+
+Each widget takes its kind, bounds, label and help from the option's definition, so the dialog
+offers every option the CLI has, with the same defaults and limits.
+"""
+from qgis.gui import QgsDoubleSpinBox, QgsSpinBox
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QPlainTextEdit
+
+from ..pipeline.caption_params import DEVICES
+from . import settings
+
+# The plugin's settings stand in for these when the form leaves them empty.
+SETTING_DEFAULTS = {"model": settings.model_choice, "clip_model": settings.clip_model_choice}
+
+
+class OptionWidget:
+    """One option's widget: value() in the option's own terms (None when left empty)."""
+
+    def __init__(self, name, opt, default):
+        self.name, self.opt, self.default = name, opt, default
+        self.widget = self._make()
+        self.widget.setToolTip(opt.help)
+        self.widget.setObjectName(f"option_{name}")
+        self.set_value(self._initial())
+
+    def _initial(self):
+        if self.name in SETTING_DEFAULTS:
+            return SETTING_DEFAULTS[self.name]().value or None
+        if self.opt.kind == "device":
+            return settings.device()
+        return self.default
+
+    def _make(self):
+        kind, opt = self.opt.kind, self.opt
+        if kind == "bool":
+            return QCheckBox(opt.label)
+        if kind == "int":
+            box = QgsSpinBox()
+            box.setRange(int(opt.minimum), int(opt.maximum))
+            box.setClearValue(int(self.default))
+            return box
+        if kind == "float":
+            box = QgsDoubleSpinBox()
+            box.setDecimals(3)
+            box.setRange(opt.minimum, opt.maximum)
+            box.setSingleStep(0.05 if opt.maximum <= 1 else 0.5)
+            if self.default is None:
+                # The lowest value stands for "not set": the option's minimum is excluded anyway.
+                box.setSpecialValueText("not set")
+                box.setClearValue(opt.minimum)
+            else:
+                box.setClearValue(self.default)
+            return box
+        if kind == "texts":
+            edit = QPlainTextEdit()
+            edit.setPlaceholderText("optional, one a line: e.g. new buildings")
+            edit.setFixedHeight(64)
+            return edit
+        if kind == "device":
+            combo = QComboBox()
+            combo.addItems(DEVICES)
+            return combo
+        edit = QLineEdit()
+        edit.setPlaceholderText(opt.help)
+        return edit
+
+    def value(self):
+        w, kind = self.widget, self.opt.kind
+        if kind == "bool":
+            return w.isChecked()
+        if kind == "int":
+            return w.value()
+        if kind == "float":
+            return None if self.default is None and w.value() <= self.opt.minimum else w.value()
+        if kind == "texts":
+            return [q.strip() for q in w.toPlainText().splitlines() if q.strip()]
+        if kind == "device":
+            return w.currentText()
+        return w.text().strip() or None
+
+    def set_value(self, value):
+        w, kind = self.widget, self.opt.kind
+        if kind == "bool":
+            w.setChecked(bool(value))
+        elif kind in ("int", "float"):
+            w.setValue(self.opt.minimum if value is None else value)
+        elif kind == "texts":
+            w.setPlainText("\n".join(value or []))
+        elif kind == "device":
+            w.setCurrentText(value or DEVICES[0])
+        else:
+            w.setText("" if value is None else str(value))
+
+    def connect(self, slot):
+        w, kind = self.widget, self.opt.kind
+        signal = {"bool": "toggled", "int": "valueChanged", "float": "valueChanged",
+                  "texts": "textChanged", "device": "currentTextChanged"}.get(kind, "textChanged")
+        getattr(w, signal).connect(slot)
