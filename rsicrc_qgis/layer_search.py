@@ -1,5 +1,5 @@
 """Scoring the features of a result layer in QGIS: read stored embeddings, write a score field
-through the layer's edit buffer, select and order the best matches.
+(into the file, or into the edit buffer of a layer being edited), select and order the best.
 
 Shared by the search dock and the rsicrc:searchchanges algorithm so both give the same scores.
 """
@@ -25,14 +25,24 @@ class LayerEmbeddings:
     skipped: list = field(default_factory=list)  # fids without a usable embedding
 
 
-def read_embeddings(layer, field_name=EMBEDDING_FIELD, dim=None):
-    if layer.fields().indexOf(field_name) < 0:
-        raise SearchProblem(f"Layer \"{layer.name()}\" has no \"{field_name}\" field; search needs "
+def require_field(fields, field_name, layer_name="?"):
+    if fields.indexOf(field_name) < 0:
+        raise SearchProblem(f"Layer \"{layer_name}\" has no \"{field_name}\" field; search needs "
                             "a layer written by rsicrc caption.")
+
+
+def read_embeddings(features, fields, field_name=EMBEDDING_FIELD, dim=None, layer_name="?"):
+    """The stored embeddings of `field_name`, read from a feature source.
+
+    features: anything with getFeatures(request) - a QgsVectorLayerFeatureSource made on the main
+    thread (safe to read from any thread), a Processing source, or the layer itself on the main
+    thread; fields: its QgsFields.
+    """
+    require_field(fields, field_name, layer_name)
     request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
-    request.setSubsetOfAttributes([field_name], layer.fields())
+    request.setSubsetOfAttributes([field_name], fields)
     fids, rows, skipped = [], [], []
-    for feature in layer.getFeatures(request):
+    for feature in features.getFeatures(request):
         vec = blob_vector(feature[field_name], dim)
         if vec is None or (rows and vec.shape != rows[0].shape):
             skipped.append(feature.id())
@@ -40,21 +50,16 @@ def read_embeddings(layer, field_name=EMBEDDING_FIELD, dim=None):
         fids.append(feature.id())
         rows.append(vec)
     if not rows:
-        raise SearchProblem(f"Layer \"{layer.name()}\" has no features with a usable "
+        raise SearchProblem(f"Layer \"{layer_name}\" has no features with a usable "
                             f"\"{field_name}\" embedding.")
     return LayerEmbeddings(fids, np.stack(rows), skipped)
 
 
 def ensure_score_field(layer, name):
     """Index of the real field `name`, added through the edit buffer when missing."""
-    if written_by_caption(name):
-        raise SearchProblem(f"Score field \"{name}\" would overwrite a field that rsicrc caption wrote; "
-                            "choose another score field.")
+    check_score_field(layer.fields(), name, layer.name())
     idx = layer.fields().indexOf(name)
     if idx >= 0:
-        if layer.fields().at(idx).type() not in (QVariant.Double, QVariant.Int, QVariant.LongLong):
-            raise SearchProblem(f"Field \"{name}\" of layer \"{layer.name()}\" exists and is "
-                                "not numeric; choose another score field.")
         return idx
     if not layer.addAttribute(QgsField(name, QVariant.Double)):
         raise SearchProblem(f"Field \"{name}\" cannot be added to layer \"{layer.name()}\".")
@@ -64,34 +69,77 @@ def ensure_score_field(layer, name):
     return idx
 
 
-def write_scores(layer, name, fids, scores, commit=None):
-    """Write scores[i] into field `name` of feature fids[i]; every other feature gets NULL.
+# QGIS (3.22 at least) undoes attribute changes in quadratic time: 10,000 of them take 2.4 s to
+# undo or discard on the reference machine, 100,000 about six minutes, with QGIS frozen. Above
+# this many features a layer being edited is not given the scores in its edit buffer.
+EDIT_BUFFER_MAX_FEATURES = 5000
 
-    Goes through the edit buffer. A layer the user already edits keeps the changes pending
-    (undoable); otherwise they are committed, so the file holds the score too.
+
+def check_edit_buffer_size(layer):
+    """SearchProblem when `layer` is being edited and too big to take the scores in its buffer."""
+    if layer.isEditable() and layer.featureCount() > EDIT_BUFFER_MAX_FEATURES:
+        raise SearchProblem(
+            f"Layer \"{layer.name()}\" is being edited and has {layer.featureCount():,} tiles: scores in "
+            f"its edit buffer would make undo or discarding the edits take minutes in QGIS. Save or "
+            f"discard your edits (stop editing) and search again; the scores then go straight into "
+            f"the file.")
+
+
+def write_scores_in_edit_buffer(layer, name, fids, scores, unscored=()):
+    """The scores as one edit command of a layer the user is editing: pending, one undo step.
+
+    scores[i] goes to feature fids[i]; the features in `unscored` get NULL.
     """
-    was_editing = layer.isEditable()
-    if commit is None:
-        commit = not was_editing
-    if not was_editing and not layer.startEditing():
-        raise SearchProblem(f"Layer \"{layer.name()}\" cannot be edited (read-only file?), so "
-                            "the score field cannot be written.")
+    if not layer.isEditable():
+        raise SearchProblem(f"Layer \"{layer.name()}\" is not being edited.")
+    check_edit_buffer_size(layer)
+    layer.beginEditCommand(f"RSICRC search scores ({name})")
     try:
         idx = ensure_score_field(layer, name)
-        by_fid = {fid: float(s) for fid, s in zip(fids, scores)}
-        for feature in layer.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
-                                         .setNoAttributes()):
-            fid = feature.id()
-            layer.changeAttributeValue(fid, idx, by_fid.get(fid))
-        if commit and not layer.commitChanges():
-            errors = "; ".join(layer.commitErrors())
-            layer.rollBack()
-            raise SearchProblem(f"Scores could not be saved to layer \"{layer.name()}\": {errors}")
+        for fid, score in zip(fids, scores):
+            layer.changeAttributeValue(fid, idx, float(score) if np.isfinite(score) else None)
+        for fid in unscored:
+            layer.changeAttributeValue(fid, idx, None)
     except Exception:
-        if not was_editing and layer.isEditable():
-            layer.rollBack()
+        layer.destroyEditCommand()
         raise
+    layer.endEditCommand()
     return idx
+
+
+def write_scores_to_file(path, name, fids, scores, unscored=()):
+    """The scores written into the GeoPackage itself, in one transaction (any thread).
+
+    The very writer `rsicrc search` uses; the layer showing the file must then be reloaded
+    (reload_after_file_write, on the main thread).
+    """
+    from ..pipeline.gpkg_layer import write_scores
+
+    all_fids = list(fids) + list(unscored)
+    all_scores = np.concatenate([np.asarray(scores, dtype=np.float64), np.full(len(unscored), np.nan)])
+    try:
+        write_scores(path, name, all_fids, all_scores)
+    except Exception as exc:  # sqlite3 errors: a read-only file or folder, a locked file, a full disk
+        raise SearchProblem(f"Scores could not be saved to {path} ({exc}); is the file read-only? "
+                            "Start editing the layer to keep the scores in the edit buffer instead.") from None
+
+
+def reload_after_file_write(layer):
+    """Show what write_scores_to_file put into the layer's file (main thread)."""
+    layer.dataProvider().reloadData()
+    layer.updateFields()
+    layer.triggerRepaint()
+
+
+def check_score_field(fields, name, layer_name="?"):
+    """SearchProblem when `name` would overwrite a field rsicrc caption wrote or a non-numeric one."""
+    if written_by_caption(name):
+        raise SearchProblem(f"Score field \"{name}\" would overwrite a field that rsicrc caption wrote; "
+                            "choose another score field.")
+    idx = fields.indexOf(name)
+    if idx >= 0 and fields.at(idx).type() not in (QVariant.Double, QVariant.Int, QVariant.LongLong):
+        raise SearchProblem(f"Field \"{name}\" of layer \"{layer_name}\" exists and is "
+                            "not numeric; choose another score field.")
 
 
 def order_by_score(layer, name):

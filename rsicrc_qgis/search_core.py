@@ -2,18 +2,25 @@
 
 The text embedding comes from the search worker with the model named in the layer's metadata
 (the model that made the embeddings); the comparison itself is numpy here, the same dot
-product of L2-normalised vectors that `rsicrc search` computes. The three steps are separate
-because the dock reads the layer on the main thread and waits for the worker on another.
+product of L2-normalised vectors that `rsicrc search` computes.
+
+The steps are separate because of threads: `prepare` runs on the main thread and takes a
+snapshot of the layer (a QgsVectorLayerFeatureSource, which any thread may read); `read_layer`
+reads the BLOBs from that snapshot and `embed_query` waits for the worker, both off the main
+thread, so that a layer of 100,000 tiles never freezes QGIS; `finish` is numpy.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
+from qgis.core import QgsFields, QgsVectorLayerFeatureSource
 
+from ..pipeline.clip_fields import CLIP_BLOB_FIELDS
 from . import clip_scoring, result_layer
-from .layer_search import SearchProblem, read_embeddings
+from .layer_search import SearchProblem, read_embeddings, require_field
 
 MODE_CAPTION = "caption"
 MODE_CLIP = "clip"
+CLIP_FIELDS = CLIP_BLOB_FIELDS  # (BEFORE, AFTER)
 
 
 @dataclass
@@ -22,8 +29,11 @@ class PreparedSearch:
     mode: str
     source: str
     sha256: str
-    fids: list
-    matrix: np.ndarray  # caption mode: pair embeddings; clip mode: BEFORE images
+    features: object  # the snapshot to read from (any thread)
+    fields: QgsFields
+    dim: int = None
+    fids: list = None
+    matrix: np.ndarray = None  # caption mode: pair embeddings; clip mode: BEFORE images
     after: np.ndarray = None  # clip mode: AFTER images
     skipped: list = field(default_factory=list)
 
@@ -37,18 +47,37 @@ class SearchOutcome:
     model_source: str = ""
 
 
-def prepare(layer, meta=None, mode=MODE_CAPTION):
-    """Read what the search compares with (main thread: it reads the layer's features)."""
+def prepare(layer, meta=None, mode=MODE_CAPTION, features=None):
+    """What the search needs from the layer (main thread). features: a thread-safe source to
+    read from instead of a snapshot of the layer (e.g. Processing's)."""
     if meta is None:
         meta = result_layer.layer_metadata(layer)
+    if features is None:
+        features = QgsVectorLayerFeatureSource(layer)
+    fields = QgsFields(layer.fields())
     if mode == MODE_CLIP:
         source = meta.get("clip_model_source")
         if not source:
             raise SearchProblem(f"Layer \"{layer.name()}\" has no RS-M-CLIP embeddings; caption it "
                                 "with RS-M-CLIP embeddings (--clip) to search in other languages.")
-        dim = meta.get("clip_embedding_dim")
-        before = read_embeddings(layer, "clip_before", dim)
-        after = read_embeddings(layer, "clip_after", dim)
+        for name in CLIP_FIELDS:
+            require_field(fields, name, layer.name())
+        return PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "", features, fields,
+                              meta.get("clip_embedding_dim"))
+    source = meta.get("model_source")
+    if not source:
+        raise SearchProblem(f"Layer \"{layer.name()}\" does not say which model made it "
+                            "(its run metadata has no model_source).")
+    require_field(fields, result_layer.EMBEDDING_FIELD, layer.name())
+    return PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", features, fields,
+                          meta.get("embedding_dim"))
+
+
+def read_layer(prepared):
+    """Read the stored embeddings into `prepared` (any thread); returns it."""
+    p = prepared
+    if p.mode == MODE_CLIP:
+        before, after = (read_embeddings(p.features, p.fields, name, p.dim, p.layer_name) for name in CLIP_FIELDS)
         after_fids = set(after.fids)
         common = [f for f in before.fids if f in after_fids]
         if common != before.fids or common != after.fids:
@@ -56,16 +85,12 @@ def prepare(layer, meta=None, mode=MODE_CAPTION):
             pos_a = {f: i for i, f in enumerate(after.fids)}
             before.matrix = before.matrix[[pos_b[f] for f in common]]
             after.matrix = after.matrix[[pos_a[f] for f in common]]
-        skipped = sorted(set(before.skipped) | set(after.skipped))
-        return PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "",
-                              common, before.matrix, after.matrix, skipped)
-    source = meta.get("model_source")
-    if not source:
-        raise SearchProblem(f"Layer \"{layer.name()}\" does not say which model made it "
-                            "(rsicrc_metadata has no model_source).")
-    emb = read_embeddings(layer, result_layer.EMBEDDING_FIELD, meta.get("embedding_dim"))
-    return PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", emb.fids,
-                          emb.matrix, None, emb.skipped)
+        p.fids, p.matrix, p.after = common, before.matrix, after.matrix
+        p.skipped = sorted(set(before.skipped) | set(after.skipped))
+    else:
+        emb = read_embeddings(p.features, p.fields, result_layer.EMBEDDING_FIELD, p.dim, p.layer_name)
+        p.fids, p.matrix, p.skipped = emb.fids, emb.matrix, emb.skipped
+    return p
 
 
 def embed_query(prepared, text, worker, is_canceled=None):
@@ -99,7 +124,7 @@ def finish(prepared, answer, when="after", change=False):
                          prepared.skipped, prepared.source)
 
 
-def score_features(layer, text, worker, meta=None, mode=MODE_CAPTION, when="after",
-                   change=False, is_canceled=None):
-    prepared = prepare(layer, meta, mode)
+def score_features(prepared, text, worker, when="after", change=False, is_canceled=None):
+    """read_layer, embed_query and finish in one go (any thread, after prepare)."""
+    read_layer(prepared)
     return finish(prepared, embed_query(prepared, text, worker, is_canceled), when, change)

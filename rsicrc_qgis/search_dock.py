@@ -126,7 +126,13 @@ class SearchDock(QgsDockWidget):
         if not text:
             return self._fail("Type what to look for.")
         mode = self.method_combo.currentData() or search_core.MODE_CAPTION
+        field = settings.search_field()
+        # A layer the user edits gets the scores in its edit buffer (pending, one undo step);
+        # otherwise the task writes them into the file, off the main thread like the reading.
+        path = None if layer.isEditable() else result_layer.gpkg_path(layer)
         try:
+            layer_search.check_score_field(layer.fields(), field, layer.name())
+            layer_search.check_edit_buffer_size(layer)
             prepared = search_core.prepare(layer, self._meta, mode)
             worker = shared_worker(device=settings.device())
         except EnvironmentProblem as exc:
@@ -136,11 +142,16 @@ class SearchDock(QgsDockWidget):
             return self._fail(html.escape(str(exc)))
         when, change = self.when_combo.currentText(), self.appeared_check.isChecked()
         self._status("Searching… (the first search loads the model)")
+
+        def work(task):
+            outcome = search_core.score_features(prepared, text, worker, when, change, task.isCanceled)
+            if path is not None and not task.isCanceled():
+                layer_search.write_scores_to_file(path, field, outcome.fids, outcome.scores, outcome.skipped)
+            return outcome
+
         task = QgsTask.fromFunction(
-            f"RSICRC: searching \"{text}\"",
-            lambda t: search_core.embed_query(prepared, text, worker, t.isCanceled),
-            on_finished=lambda exc, answer=None: self._embedded(layer, prepared, text, when, change,
-                                                                exc, answer))
+            f"RSICRC: searching \"{text}\"", work,
+            on_finished=lambda exc, outcome=None: self._scored(layer, field, path, exc, outcome))
         self._task = task
         QgsApplication.taskManager().addTask(task)
 
@@ -151,14 +162,14 @@ class SearchDock(QgsDockWidget):
             self._task.cancel()
             self._task = None
 
-    def _embedded(self, layer, prepared, text, when, change, exc, answer):
+    def _scored(self, layer, field, path, exc, outcome):
         if self._closing:
             return
         self._task = None
         if isinstance(exc, EnvironmentProblem):
             self.environmentProblem.emit(str(exc))
             return self._fail(html.escape(str(exc)))
-        if (isinstance(exc, Canceled) or (exc is None and answer is None)
+        if (isinstance(exc, Canceled) or (exc is None and outcome is None)
                 or (exc is not None and str(exc) == "Task canceled")):
             return self._fail("Search cancelled.")
         if exc is not None:
@@ -166,9 +177,11 @@ class SearchDock(QgsDockWidget):
             return self._fail(html.escape(str(exc) if isinstance(exc, known)
                                           else f"{type(exc).__name__}: {exc}"))
         try:
-            outcome = search_core.finish(prepared, answer, when, change)
-            field = settings.search_field()
-            layer_search.write_scores(layer, field, outcome.fids, outcome.scores)
+            if path is not None:
+                layer_search.reload_after_file_write(layer)
+            else:
+                layer_search.write_scores_in_edit_buffer(layer, field, outcome.fids, outcome.scores,
+                                                         outcome.skipped)
             layer_search.order_by_score(layer, field)
             best = layer_search.select_best(layer, outcome.fids, outcome.scores, self.top_spin.value())
         except layer_search.SearchProblem as exc2:

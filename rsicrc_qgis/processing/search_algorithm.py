@@ -18,7 +18,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from .. import result_layer, scoring, search_core, settings
 from ..environment import EnvironmentProblem
-from ..layer_search import SearchProblem, written_by_caption
+from ..layer_search import SearchProblem, check_score_field
 from ..search_worker import WorkerError, shared_worker
 from ..worker_process import Canceled
 from .layer_post_processor import StyleResultLayer
@@ -37,12 +37,11 @@ METHODS = ("RSICRC (caption model)", "Multilingual (RS-M-CLIP)")
 WHEN = ("after", "before")
 
 
-def select_expression(layer, fids):
+def select_expression(tile_ids):
     """The best tiles as an expression on tile_id, which the output keeps (its fids may not)."""
-    if layer.fields().indexOf("tile_id") < 0 or not fids:
+    if not tile_ids:
         return None
-    ids = [str(int(layer.getFeature(f)["tile_id"])) for f in fids]
-    return f'"tile_id" IN ({", ".join(ids)})'
+    return f'"tile_id" IN ({", ".join(str(int(t)) for t in tile_ids)})'
 
 
 class SearchChangesAlgorithm(QgsProcessingAlgorithm):
@@ -51,7 +50,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
 
     def __init__(self):
         super().__init__()
-        self._select = None
+        self._select = self._prepared = self._layer = self._field = self._problem = None
 
     def createInstance(self):
         return SearchChangesAlgorithm()
@@ -84,30 +83,53 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, "Scored changes", QgsProcessing.TypeVectorPolygon))
 
-    def processAlgorithm(self, parameters, context, feedback):
+    def prepareAlgorithm(self, parameters, context, feedback):
+        # The main thread: the only place to touch the project layer. processAlgorithm (a worker
+        # thread) reads the snapshot taken here.
+        # A problem found here is raised by processAlgorithm, so that every face (toolbox,
+        # processing.run, qgis_process) reports its message rather than a generic failure.
+        self._problem = None
+        try:
+            self._prepare(parameters, context)
+        except QgsProcessingException as exc:
+            self._problem = str(exc)
+        return True
+
+    def _prepare(self, parameters, context):
         layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
-        text = self.parameterAsString(parameters, self.QUERY, context)
-        field_name = self.parameterAsString(parameters, self.FIELD, context).strip()
-        top = self.parameterAsInt(parameters, self.TOP, context)
         mode = (search_core.MODE_CLIP if self.parameterAsEnum(parameters, self.METHOD, context)
                 else search_core.MODE_CAPTION)
-        when = WHEN[self.parameterAsEnum(parameters, self.WHEN, context)]
-        appeared = self.parameterAsBool(parameters, self.APPEARED, context)
+        field_name = self.parameterAsString(parameters, self.FIELD, context).strip()
         if layer is None:
             raise QgsProcessingException("INPUT: choose a result layer.")
         if not field_name or not field_name.replace("_", "").isalnum():
             raise QgsProcessingException(f"FIELD: \"{field_name}\" is not a usable field name "
                                          "(letters, digits and _).")
-        feedback.pushInfo(f"Scoring the tiles of \"{layer.name()}\" against \"{text}\"")
         try:
-            meta = result_layer.layer_metadata(layer)
+            check_score_field(layer.fields(), field_name, layer.name())
+            self._prepared = search_core.prepare(layer, None, mode)
+        except (result_layer.NotAResultLayer, SearchProblem) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        self._layer = (layer.id(), layer.name(), layer.wkbType(), layer.sourceCrs())
+        self._field = field_name
+
+    def processAlgorithm(self, parameters, context, feedback):
+        if self._problem:
+            raise QgsProcessingException(self._problem)
+        prepared, field_name = self._prepared, self._field
+        layer_id, layer_name, wkb_type, crs = self._layer
+        text = self.parameterAsString(parameters, self.QUERY, context)
+        top = self.parameterAsInt(parameters, self.TOP, context)
+        when = WHEN[self.parameterAsEnum(parameters, self.WHEN, context)]
+        appeared = self.parameterAsBool(parameters, self.APPEARED, context)
+        feedback.pushInfo(f"Scoring the tiles of \"{layer_name}\" against \"{text}\"")
+        try:
             worker = shared_worker(device=settings.device())
-            outcome = search_core.score_features(layer, text, worker, meta, mode, when, appeared,
+            outcome = search_core.score_features(prepared, text, worker, when, appeared,
                                                  is_canceled=feedback.isCanceled)
         except Canceled:
             raise QgsProcessingException("Cancelled.") from None
-        except (result_layer.NotAResultLayer, SearchProblem, WorkerError,
-                EnvironmentProblem) as exc:
+        except (SearchProblem, WorkerError, EnvironmentProblem) as exc:
             raise QgsProcessingException(str(exc)) from None
         if outcome.unknown_words:
             feedback.pushWarning("Words the model does not know (ignored): "
@@ -117,22 +139,17 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
                                  "their score is empty.")
         feedback.setProgress(50)
 
-        if written_by_caption(field_name):
-            raise QgsProcessingException(f"FIELD: \"{field_name}\" would overwrite a field that rsicrc "
-                                         "caption wrote; choose another score field.")
-        fields = QgsFields(layer.fields())
+        fields = QgsFields(prepared.fields)
         if fields.indexOf(field_name) < 0:
             fields.append(QgsField(field_name, QVariant.Double))
-        elif fields.field(field_name).type() not in (QVariant.Double, QVariant.Int, QVariant.LongLong):
-            raise QgsProcessingException(f"FIELD: \"{field_name}\" exists and is not numeric.")
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
-                                          layer.wkbType(), layer.sourceCrs())
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, wkb_type, crs)
         if sink is None:
             raise QgsProcessingException("OUTPUT cannot be created.")
         score_of = {fid: float(s) for fid, s in zip(outcome.fids, outcome.scores)}
         score_idx = fields.indexOf(field_name)
         best_fids = [outcome.fids[i] for i in scoring.top_indices(outcome.scores, top)]
-        for feature in layer.getFeatures():
+        best = {fid: None for fid in best_fids}  # fid -> the feature, kept while copying
+        for feature in prepared.features.getFeatures():
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled.")
             attrs = list(feature.attributes())
@@ -142,13 +159,16 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
             out.setGeometry(feature.geometry())
             out.setAttributes(attrs)
             sink.addFeature(out, QgsFeatureSink.FastInsert)
+            if feature.id() in best:
+                best[feature.id()] = feature
+        has = {name: fields.indexOf(name) >= 0 for name in ("caption", "tile_id")}
         for rank, fid in enumerate(best_fids[:5], 1):
-            feedback.pushInfo(f"{rank}. {score_of[fid]:.3f}  "
-                              f"{layer.getFeature(fid)['caption'] if layer.fields().indexOf('caption') >= 0 else fid}")
-        self._select = (layer.id(), best_fids)
+            feedback.pushInfo(f"{rank}. {score_of[fid]:.3f}  {best[fid]['caption'] if has['caption'] else fid}")
+        self._select = (layer_id, best_fids)
         if context.willLoadLayerOnCompletion(dest):
+            tile_ids = [best[f]["tile_id"] for f in best_fids] if has["tile_id"] else None
             details = context.layerToLoadOnCompletionDetails(dest)
-            details.setPostProcessor(StyleResultLayer(select_expression(layer, best_fids)))
+            details.setPostProcessor(StyleResultLayer(select_expression(tile_ids)))
         feedback.setProgress(100)
         return {self.OUTPUT: dest}
 

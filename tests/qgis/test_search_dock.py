@@ -57,9 +57,14 @@ def test_dock_keeps_edits_pending_when_user_is_editing(plugin, worker_env, resul
                                                        wait_signal):
     layer = result_copy
     assert layer.startEditing()
+    steps = layer.undoStack().count()
     ok, message = _search(plugin, layer, "road", wait_signal)
     assert ok, message
     assert layer.isEditable() and layer.isModified()  # left in the edit buffer, undoable
+    assert layer.undoStack().count() == steps + 1  # the new field and every score: one step
+    assert all(isinstance(f["search_score"], float) for f in layer.getFeatures())
+    layer.undoStack().undo()
+    assert layer.fields().indexOf("search_score") < 0 and not layer.isModified()
     layer.rollBack()
     assert layer.fields().indexOf("search_score") < 0
 
