@@ -4,11 +4,14 @@ Used by the dialog's QgsTask and by the rsicrc:captionchanges algorithm, so both
 same command from the one definition of the run options (pipeline/caption_params.py). The
 plugin's settings stand in for the model, RS-M-CLIP model and device a form leaves empty.
 """
+import re
 from pathlib import Path
+
+from qgis.core import QgsProviderRegistry
 
 from ..pipeline.caption_params import CaptionParams, ParamError, options, to_argv
 from ..pipeline.gpkg_layer import LAYER, partial_path
-from . import settings
+from . import result_layer, settings
 from .worker_process import run_cli
 
 
@@ -36,9 +39,12 @@ def parse_queries(text):
 
 def output_path(text):
     """The destination GeoPackage; Processing may hand "path|layername=..." or a .gpkg-less name."""
-    path = (text or "").split("|")[0].strip()
+    path = re.sub(r"\|layername=[^|/\\]*$", "", (text or "").strip()).strip()
     if not path:
         raise BadParameter("Output: choose a file.")
+    reason = result_layer.unopenable_path_reason(path)
+    if reason:
+        raise BadParameter(f"Output: QGIS could not show {path}: {reason}. Choose another folder or name.")
     if Path(path).suffix.lower() != ".gpkg":
         raise BadParameter(f"Output: rsicrc writes a GeoPackage; use a .gpkg file name (got {path}).")
     if not Path(path).parent.is_dir():
@@ -47,7 +53,7 @@ def output_path(text):
 
 
 def layer_uri(path):
-    return f"{path}|layername={LAYER}"
+    return QgsProviderRegistry.instance().encodeUri("ogr", {"path": str(path), "layerName": LAYER})
 
 
 def run_values(values):

@@ -1,7 +1,9 @@
 """The Python environment that runs `python -m rsicrc`: how to start it and whether it works.
 
-The child imports the very plugin folder QGIS loaded (PYTHONPATH points at its parent when the
-folder is named `rsicrc`), so the code in the worker always matches the plugin; the environment
+The child runs the very plugin folder QGIS loaded, whatever the folder is called: a short
+bootstrap imports the package `rsicrc` from that folder by its path, so the code in the worker
+always matches the plugin, and neither the plugins folder (where another plugin's folder could
+shadow a dependency) nor the working directory is put on the child's sys.path. The environment
 only has to provide the dependencies (torch, rasterio, ...).
 """
 import json
@@ -14,6 +16,19 @@ from . import settings
 
 CHECK_TIMEOUT_S = 180
 CHECK_MODULES = ("numpy", "torch", "torchvision", "open_clip", "rasterio", "pyogrio", "shapely")
+
+# argv[1] is the plugin folder; the rest is the command's own argv.
+_BOOTSTRAP = """
+import importlib.util, os, sys
+_folder = sys.argv.pop(1)
+sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+_spec = importlib.util.spec_from_file_location(
+    "rsicrc", os.path.join(_folder, "__init__.py"), submodule_search_locations=[_folder])
+_module = importlib.util.module_from_spec(_spec)
+sys.modules["rsicrc"] = _module
+_spec.loader.exec_module(_module)
+"""
+_RUN_CLI = "import runpy\nrunpy.run_module('rsicrc', run_name='__main__', alter_sys=True)\n"
 
 _CHECK_SCRIPT = """
 import importlib, json, sys
@@ -47,6 +62,12 @@ class EnvStatus:
     details: dict = field(default_factory=dict)
 
 
+def child_command(python, args=(), script=_RUN_CLI):
+    """The command line that runs `script` (default: `python -m rsicrc ARGS`) in `python` with the
+    package imported from this plugin's folder."""
+    return [python, "-c", _BOOTSTRAP + script, str(settings.PLUGIN_DIR), *[str(a) for a in args]]
+
+
 def child_env(extra=None):
     """Environment for the child: the QGIS process's, minus what would hijack another Python."""
     env = dict(os.environ)
@@ -54,8 +75,6 @@ def child_env(extra=None):
     # a venv interpreter started with those fails before running a single line.
     env.pop("PYTHONHOME", None)
     env.pop("PYTHONPATH", None)
-    if settings.PLUGIN_DIR.name == "rsicrc":
-        env["PYTHONPATH"] = str(settings.PLUGIN_DIR.parent)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     if extra:
@@ -88,7 +107,7 @@ def check_environment(python=None, timeout=CHECK_TIMEOUT_S):
     except EnvironmentProblem as exc:
         return EnvStatus(False, python or "", str(exc))
     try:
-        proc = subprocess.run([python, "-c", _CHECK_SCRIPT], capture_output=True, text=True,
+        proc = subprocess.run(child_command(python, script=_CHECK_SCRIPT), capture_output=True, text=True,
                               env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return EnvStatus(False, python, f"{python} did not answer within {timeout} s.")

@@ -26,6 +26,15 @@ def _colour_bands(layer):
             if provider.colorInterpretation(b) != alpha]
 
 
+def file_crs(layer):
+    """The CRS the raster's file declares, which rsicrc uses; the layer's may be a user's override."""
+    return layer.dataProvider().crs()
+
+
+def _crs_name(crs):
+    return crs.authid() or crs.description() or "custom"
+
+
 def check_pair(before, after, bands=None, tile_size=256, reproject=False):
     """List of Check; any ERROR means the run would fail."""
     checks = []
@@ -35,8 +44,16 @@ def check_pair(before, after, bands=None, tile_size=256, reproject=False):
         if layer.providerType() != "gdal":
             checks.append(Check(ERROR, f"{role} is a {layer.providerType()} layer; rsicrc reads "
                                        "raster files."))
-        if not layer.crs().isValid():
-            checks.append(Check(ERROR, f"{role} has no coordinate reference system."))
+            continue
+        crs = file_crs(layer)
+        if not crs.isValid():
+            checks.append(Check(ERROR, f"{role}'s file has no coordinate reference system"
+                                       + (f" (QGIS shows it in {_crs_name(layer.crs())}, but rsicrc reads the "
+                                          "file; assign the CRS to the file, e.g. with Assign Projection)."
+                                          if layer.crs().isValid() else ".")))
+        elif layer.crs() != crs:
+            checks.append(Check(WARN, f"{role}'s layer CRS in QGIS ({_crs_name(layer.crs())}) is not its file's "
+                                      f"({_crs_name(crs)}); rsicrc uses the file's."))
         if bands:
             if max(bands) > layer.bandCount():
                 checks.append(Check(ERROR, f"{role} has {layer.bandCount()} band(s); bands "
@@ -49,24 +66,26 @@ def check_pair(before, after, bands=None, tile_size=256, reproject=False):
     grid_level = WARN if reproject else ERROR
     grid_hint = ("AFTER will be reprojected onto BEFORE's grid." if reproject
                  else "turn on reprojection of AFTER onto BEFORE's grid.")
-    if before.crs() != after.crs():
-        checks.append(Check(grid_level, f"CRS differ (BEFORE {before.crs().authid() or 'custom'}, "
-                                        f"AFTER {after.crs().authid() or 'custom'}): {grid_hint}"))
+    before_crs, after_crs = file_crs(before), file_crs(after)
+    if before_crs != after_crs:
+        checks.append(Check(grid_level, f"CRS differ (BEFORE {_crs_name(before_crs)}, "
+                                        f"AFTER {_crs_name(after_crs)}): {grid_hint}"))
     bx, by = before.rasterUnitsPerPixelX(), before.rasterUnitsPerPixelY()
     ax, ay = after.rasterUnitsPerPixelX(), after.rasterUnitsPerPixelY()
-    if before.crs() == after.crs() and not (math.isclose(ax, bx, rel_tol=PIXEL_SIZE_RTOL)
+    if before_crs == after_crs and not (math.isclose(ax, bx, rel_tol=PIXEL_SIZE_RTOL)
                                             and math.isclose(ay, by, rel_tol=PIXEL_SIZE_RTOL)):
         checks.append(Check(grid_level, f"Pixel sizes differ (BEFORE {bx:g}, AFTER {ax:g}): "
                                         f"{grid_hint}"))
-    after_extent = after.extent()
-    if before.crs() != after.crs():
+    # The extents are the providers' own, in the files' CRS whatever the layers' CRS says.
+    after_extent = after.dataProvider().extent()
+    if before_crs != after_crs:
         try:
-            xform = QgsCoordinateTransform(after.crs(), before.crs(), QgsProject.instance())
+            xform = QgsCoordinateTransform(after_crs, before_crs, QgsProject.instance())
             after_extent = xform.transformBoundingBox(after_extent)
         except Exception:  # noqa: BLE001 - a CRS pair proj cannot relate: say so, don't crash
             checks.append(Check(ERROR, "AFTER's extent cannot be transformed into BEFORE's CRS."))
             return checks
-    overlap = QgsRectangle(before.extent()).intersect(after_extent)
+    overlap = QgsRectangle(before.dataProvider().extent()).intersect(after_extent)
     if overlap.isEmpty() or overlap.width() <= 0 or overlap.height() <= 0:
         checks.append(Check(ERROR, "The two rasters do not overlap."))
         return checks
@@ -76,7 +95,7 @@ def check_pair(before, after, bands=None, tile_size=256, reproject=False):
                                    f"one {tile_size} px tile; choose a smaller tile size."))
         return checks
     tiles = math.ceil(cols / tile_size) * math.ceil(rows / tile_size)
-    share = overlap.area() / max(before.extent().area(), 1e-12)
+    share = overlap.area() / max(before.dataProvider().extent().area(), 1e-12)
     checks.append(Check(OK, f"Same place: the overlap is {cols:.0f} x {rows:.0f} pixels "
                             f"({share:.0%} of BEFORE), about {tiles} tile(s) of {tile_size} px."))
     return checks

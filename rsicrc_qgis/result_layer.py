@@ -5,6 +5,10 @@ osgeo bindings QGIS itself ships, so the plugin needs no torch to know which mod
 and whether it can be searched with RS-M-CLIP. GDAL takes a plain file path: no URI to build,
 so any character a folder name may hold is fine. The decoding is the pipeline's own.
 """
+import functools
+import os
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,46 @@ EMBEDDING_FIELD = "embedding"
 
 class NotAResultLayer(Exception):
     """The layer was not written by `rsicrc caption`, or its file cannot be read."""
+
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+@functools.lru_cache(maxsize=None)
+def gdal_decodes_percent_escapes():
+    """Whether QGIS's GDAL reads "%41" in a GeoPackage path as "A", so it cannot open the file.
+
+    GDAL 3.6 opens a GeoPackage read-only with NOLOCK (as QGIS does first) through an SQLite URI
+    in which it escapes "?" and "#" but not "%". Asked of the GDAL at hand, once, on a scratch file.
+    """
+    from osgeo import gdal, ogr
+
+    with tempfile.TemporaryDirectory(prefix="rsicrc-gdal-probe-") as tmp:
+        path = os.path.join(tmp, "probe%41.gpkg")
+        ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+        ds.CreateLayer("probe")
+        ds = None
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            opened = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY, open_options=["NOLOCK=YES"])
+        finally:
+            gdal.PopErrorHandler()
+        broken = opened is None
+        opened = None
+    return broken
+
+
+def unopenable_path_reason(path):
+    """Why QGIS could not open a GeoPackage at `path` (None when it can)."""
+    if "|" in str(path):
+        return "its path holds \"|\", which QGIS layer sources use as a separator"
+    escape = _PERCENT_ESCAPE.search(str(path))
+    if escape and gdal_decodes_percent_escapes():
+        from osgeo import gdal
+
+        return (f"its path holds \"{escape.group(0)}\" (\"%\" and two hex digits), which this QGIS's GDAL "
+                f"{gdal.__version__} misreads when it opens a GeoPackage")
+    return None
 
 
 def layer_file(layer):

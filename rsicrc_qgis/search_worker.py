@@ -11,7 +11,7 @@ import queue
 import subprocess
 import threading
 
-from .environment import EnvironmentProblem, child_env, explain_failure, resolve_python
+from .environment import EnvironmentProblem, child_command, child_env, explain_failure, resolve_python
 from .worker_process import Canceled, stop_process
 
 REQUEST_TIMEOUT_S = 900  # the first request may download and load a model
@@ -38,11 +38,12 @@ class SearchWorker:
         return self._proc is not None and self._proc.poll() is None
 
     def _start(self):
-        cmd = [self.python, "-m", "rsicrc", "serve"]
+        args = ["serve"]
         if self.model:
-            cmd += ["--model", self.model]
+            args += ["--model", self.model]
         if self.device:
-            cmd += ["--device", self.device]
+            args += ["--device", self.device]
+        cmd = child_command(self.python, args)
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True, encoding="utf-8",

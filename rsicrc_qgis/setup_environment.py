@@ -1,6 +1,6 @@
 """"Set up environment": a venv with rsicrc's dependencies, pip's log shown live.
 
-The plugin folder itself provides the rsicrc code to the child (environment.child_env), so
+The plugin folder itself provides the rsicrc code to the child (environment.child_command), so
 the venv only needs the dependencies pinned in pyproject.toml, shipped inside the plugin.
 """
 import os
@@ -73,7 +73,6 @@ class SetupEnvironmentTask(QgsTask):
             return False
         self.venv_dir.parent.mkdir(parents=True, exist_ok=True)
         env = child_env()
-        env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)
         for n, cmd in enumerate(commands, 1):
             if self.isCanceled():

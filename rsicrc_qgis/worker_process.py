@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from . import protocol
-from .environment import EnvironmentProblem, child_env, explain_failure, resolve_python
+from .environment import EnvironmentProblem, child_command, child_env, explain_failure, resolve_python
 
 POLL_S = 0.1
 TERMINATE_GRACE_S = 10
@@ -67,7 +67,7 @@ def stop_process(proc, grace=TERMINATE_GRACE_S):
 
 def start(args, python=None):
     python = resolve_python(python)
-    cmd = [python, "-m", "rsicrc", *[str(a) for a in args]]
+    cmd = child_command(python, args)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, encoding="utf-8",

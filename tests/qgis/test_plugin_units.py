@@ -178,6 +178,28 @@ def test_pair_checks(raster_pair, tmp_path):
     assert any("CRS differ" in c.text for c in crs_checks)
 
 
+def test_pair_checks_use_the_files_crs_not_a_layer_override(raster_pair, tmp_path):
+    """rsicrc reads the files: a CRS the user set on a layer in QGIS changes nothing but a warning."""
+    from osgeo import gdal
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    from rsicrc.rsicrc_qgis import pair_checks
+
+    before, after = (QgsRasterLayer(str(p), p.stem) for p in raster_pair)
+    after.setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))  # the file says EPSG:32632
+    checks = pair_checks.check_pair(before, after, None, 256)
+    assert not pair_checks.blocking(checks) and "2 tile(s)" in checks[-1].text
+    assert [c.level for c in checks if "not its file's" in c.text] == [pair_checks.WARN]
+    assert not any("CRS differ" in c.text for c in checks)
+    # The other way round: files in two CRSs, the layers made to look alike, still differ.
+    moved = tmp_path / "moved.tif"
+    gdal.Translate(str(moved), str(raster_pair[1]), outputSRS="EPSG:32633")
+    other = QgsRasterLayer(str(moved), "moved")
+    other.setCrs(before.crs())
+    checks = pair_checks.check_pair(before, other, None, 256)
+    assert pair_checks.blocking(checks) and any("CRS differ" in c.text for c in checks)
+
+
 def test_metadata_txt_has_required_fields():
     meta = configparser.ConfigParser()
     meta.read(REPO / "metadata.txt")
@@ -202,3 +224,25 @@ def test_score_field_cannot_overwrite_what_caption_wrote(name):
     layer.startEditing()
     assert layer_search.ensure_score_field(layer, "road_score") == 2  # a new name is fine
     layer.rollBack()
+
+
+def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monkeypatch):
+    """The child imports rsicrc from the plugin folder (whatever it is called) and does not see
+    the other plugins' folders: one named like a dependency cannot shadow it."""
+    from rsicrc.rsicrc_qgis import environment, settings
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    folder = plugins / "rsicrc-main"  # as a zip from a source host unpacks
+    folder.symlink_to(REPO, target_is_directory=True)
+    for shadow in ("numpy", "pyogrio", "torch"):
+        (plugins / shadow).mkdir()
+        (plugins / shadow / "__init__.py").write_text("raise ImportError('shadowed by another plugin')\n")
+    monkeypatch.setattr(settings, "PLUGIN_DIR", folder)
+    monkeypatch.chdir(plugins)  # nor the working directory
+    status = environment.check_environment(sys.executable)
+    assert status.ok, status.message
+    assert status.details["rsicrc"] == str(folder / "__init__.py")
+    out = subprocess.run(environment.child_command(sys.executable, ["info", str(tmp_path / "none.gpkg")]),
+                         capture_output=True, text=True, env=environment.child_env(), timeout=120)
+    assert out.returncode == 2 and "no such file" in out.stderr, out.stderr
