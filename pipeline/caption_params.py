@@ -103,6 +103,10 @@ class CaptionParams:
     classes: str = _option(
         None, flag="--classes", kind="text", label="Land-cover classes", advanced=True, requires="clip",
         help='comma-separated class names for --clip, e.g. "forest,water,buildings" (default: a built-in list)')
+    yes_large: bool = _option(
+        False, flag="--yes-large", kind="bool", label="Run even a very large plan", advanced=True,
+        help="run a plan beyond the size limits, which is refused otherwise: more than 10 million tiles, "
+             "resampling to over 100x the pixels, or an overlap giving over 100x the tiles (and over 100,000)")
     overwrite: bool = _option(
         False, flag="--overwrite", kind="bool", label="Replace an existing file that rsicrc did not write",
         advanced=True, help="replace OUT even when it exists and is not a layer written by rsicrc")

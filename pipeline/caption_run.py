@@ -70,7 +70,8 @@ class _Resume:
     def __init__(self, path):
         self.path = path
         self.meta = gl.read_metadata(path)
-        self.done = set(gl.read_columns(path, ["tile_id"])["tile_id"].tolist())
+        # Sorted tile ids (8 bytes a finished tile): the grid walk skips them in step.
+        self.done = np.unique(gl.read_columns(path, ["tile_id"])["tile_id"].astype(np.int64))
 
 
 def _open_resume(part, fingerprint):
@@ -108,7 +109,8 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
 
 def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     plan = plan_pair(p.before, p.after, bands=band_list(p.bands), tile_size=p.tile_size,
-                     reproject=p.reproject, target_resolution=p.target_resolution)
+                     reproject=p.reproject, target_resolution=p.target_resolution, overlap=p.overlap,
+                     yes_large=p.yes_large)
     for note in plan.warnings:
         reporter.warning(note)
     tiles = tile_grid(plan.window, p.tile_size, p.overlap)
@@ -161,32 +163,73 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     if state is None:
         if os.path.exists(part) and is_rsicrc_layer(part):
             discard_partial(part)
-        writer.create({**metadata, "complete": False})
+        try:
+            writer.create({**metadata, "complete": False})
+            gl.layer_info(part)  # on a full disk GDAL may leave a file without its system tables
+        except gl.LayerError as exc:
+            discard_partial(part)  # nothing of this run is in it
+            raise BadInput(f"cannot be written ({_reason(exc)}; is the disk full?)", out) from None
     else:
         metadata["created"] = state.meta.get("created", metadata["created"])
         metadata["resumed"] = _now()
         writer.set_metadata(metadata)
 
-    done_ids = state.done if state else set()
-    todo = [t for t in tiles if t.tile_id not in done_ids]
-    skipped = []
-    count = len(tiles) - len(todo)
+    done = state.done if state is not None else np.zeros(0, dtype=np.int64)
+    skipped = _Skips()
+    count = len(done)
+    appended = 0
     reporter.start(len(tiles), out)
     reporter.advance(count, len(tiles))
-    with TileReader(plan, todo, p.batch_size) as reader:
-        for batch in reader:
-            columns, bounds, new_skips = _describe_batch(batch, cap, plan, p.max_nodata, query_matrix,
-                                                         query_fields, clip_annotator)
-            skipped.extend(new_skips)
-            writer.append(columns, bounds)
-            count += len(batch.tiles)
-            reporter.advance(count, len(tiles))
-    features = gl.layer_info(part)["features"]
-    writer.set_metadata({"complete": True, "features": features, "finished": _now(),
-                         "skipped_tiles": sorted(skipped, key=lambda s: s["tile_id"])})
+    try:
+        with TileReader(plan, tiles.iter_from(0, done), p.batch_size) as reader:
+            for batch in reader:
+                columns, bounds, new_skips = _describe_batch(batch, cap, plan, p.max_nodata, query_matrix,
+                                                             query_fields, clip_annotator)
+                skipped.extend(new_skips)
+                writer.append(columns, bounds)
+                appended += len(bounds)
+                count += len(batch.tiles)
+                reporter.advance(count, len(tiles))
+        features = gl.layer_info(part)["features"]
+        writer.set_metadata({"complete": True, "features": features, "finished": _now(), **skipped.metadata()})
+    except gl.LayerError as exc:
+        if state is None and not appended:  # nothing of this run to keep
+            discard_partial(part)
+            raise BadInput(f"cannot be written ({_reason(exc)}; is the disk full?)", out) from None
+        # Whole batches are in the file (one transaction each): once there is room, --resume goes on.
+        raise BadInput(f"writing stopped ({_reason(exc)}; is the disk full?); {part} keeps the finished "
+                       f"tiles: make room and rerun with --resume", out) from None
+    except BadInput:
+        if state is None:  # an unreadable input: what this run wrote cannot be resumed usefully
+            discard_partial(part)
+        raise
     move_into_place(part, out)
-    reporter.done(out, features, len(skipped))
-    return RunSummary(out, features, len(skipped), len(tiles), len(tiles) - len(todo))
+    reporter.done(out, features, skipped.count)
+    return RunSummary(out, features, skipped.count, len(tiles), len(done))
+
+
+def _reason(exc):
+    """GDAL's reason inside a LayerError ("path: doing failed (reason)")."""
+    text = str(exc)
+    return text[text.find("(") + 1:text.rfind(")")] if "(" in text else text
+
+
+class _Skips:
+    """The tiles skipped for nodata: all counted, the first MAX_LISTED listed in the metadata
+    (a sparse mosaic may skip millions; memory and metadata stay bounded)."""
+
+    MAX_LISTED = 1000
+
+    def __init__(self):
+        self.count, self.listed = 0, []
+
+    def extend(self, skips):
+        self.count += len(skips)
+        self.listed.extend(skips[:max(0, self.MAX_LISTED - len(self.listed))])
+
+    def metadata(self):
+        return {"skipped_count": self.count, "skipped_tiles": self.listed,
+                "skipped_tiles_listed": len(self.listed)}
 
 
 def _now():

@@ -23,4 +23,5 @@ def load_clip_encoder(source, device):
     try:
         return load_clip(source=source, device=device)
     except ModelLoadError as e:
-        raise BadInput(f"RS-M-CLIP {e}") from None
+        message = str(e)  # most already start "RS-M-CLIP model ...": said once
+        raise BadInput(message if "RS-M-CLIP" in message else f"RS-M-CLIP model: {message}") from None

@@ -32,7 +32,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from .errors import BadInput
+from .plan_size import check_plan_size
 from .stretch import needs_stretch, sample_limits, to_uint8
+from .tiling import tile_grid
 
 # Origins may differ by this fraction of a pixel and still count as the same grid.
 ALIGN_TOLERANCE_PX = 0.05
@@ -102,6 +104,17 @@ def parse_bands(text):
     if len(bands) != 3 or min(bands) < 1:
         raise BadInput(f"--bands must be three band numbers from 1 (e.g. 4,3,2), got {text!r}")
     return bands
+
+
+def gdal_reason(exc):
+    """GDAL's own message behind a rasterio error ("Read failed. See previous exception" hides it)."""
+    messages = []
+    while exc is not None:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if text and "See previous exception" not in text:
+            messages.append(text)
+        exc = exc.__cause__ or exc.__context__
+    return messages[-1] if messages else "GDAL gave no reason"
 
 
 def _open(path):
@@ -180,8 +193,10 @@ def _overlap_window(grid, bounds):
     return col0, row0, col1 - col0, row1 - row0
 
 
-def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=False, target_resolution=None):
-    """Check the pair and return the PairPlan, or raise BadInput."""
+def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=False, target_resolution=None,
+              overlap=0, yes_large=False):
+    """Check the pair and return the PairPlan, or raise BadInput (also for a plan beyond the
+    limits of pipeline/plan_size.py without yes_large)."""
     before_path, after_path = str(before_path), str(after_path)
     with _open(before_path) as b, _open(after_path) as a:
         for src, path in ((b, before_path), (a, after_path)):
@@ -200,9 +215,11 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
                 raise BadInput(f"--target-resolution {target_resolution} m leaves less than one pixel", before_path)
             transform = Affine(step, 0, b.transform.c, 0, -step, b.transform.f)
             grid = Grid(b.crs, transform, width, height)
+            pixel_growth = b.res[0] * b.res[1] / step ** 2
             warp_before = warp_after = True
         else:
             grid = Grid(b.crs, b.transform, b.width, b.height)
+            pixel_growth = 1.0
             warp_before = False
             problem = _same_grid_problem(b, a)
             if problem and not reproject:
@@ -220,6 +237,9 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
                 f"overlaps BEFORE by only {window[2]} x {window[3]} px, smaller than one {tile_size} px tile",
                 after_path,
             )
+
+        check_plan_size(len(tile_grid(window, tile_size, overlap)), len(tile_grid(window, tile_size)), pixel_growth,
+                        tile_size, yes_large, before_path)
 
         notes = []
         size_m = _pixel_size_m(grid)
@@ -344,7 +364,19 @@ class GridReader:
         return Window(col + dc, row + dr, width, height)
 
     def read(self, grid_window):
-        """(rgb uint8 (3,H,W), valid bool (H,W)); invalid pixels are set to black."""
+        """(rgb uint8 (3,H,W), valid bool (H,W)); invalid pixels are set to black.
+
+        A block GDAL cannot read (a truncated or corrupt file) is BadInput naming the file and
+        the window, with GDAL's own reason.
+        """
+        try:
+            return self._read(grid_window)
+        except rasterio.errors.RasterioError as exc:
+            col, row, width, height = grid_window
+            raise BadInput(f"pixels {width} x {height} at column {col}, row {row} of the working grid cannot be "
+                           f"read ({gdal_reason(exc)}); the file is truncated or corrupt", self.plan.path) from None
+
+    def _read(self, grid_window):
         win = self.window(grid_window)
         if self._alpha is None:
             data = self.src.read(self.plan.bands, window=win)

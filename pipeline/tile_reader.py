@@ -5,6 +5,7 @@ the reader blocks when the model falls behind. GDAL's block cache is capped for 
 (its default is 5% of RAM). The datasets are opened inside the thread, so no GDAL handle is
 shared between threads.
 """
+import itertools
 import queue
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class TileBatch:
 
 class TileReader:
     def __init__(self, plan, tiles, batch_size, prefetch=2):
+        """tiles: any iterable of Tile (walked once, in the reader thread)."""
         self._plan = plan
         self._tiles = tiles
         self._batch_size = batch_size
@@ -66,10 +68,11 @@ class TileReader:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
                     open_on_grid(self._plan.before, self._plan.grid) as rb, \
                     open_on_grid(self._plan.after, self._plan.grid) as ra:
-                for start in range(0, len(self._tiles), self._batch_size):
-                    if self._stop.is_set():
-                        return
-                    chunk = self._tiles[start:start + self._batch_size]
+                tiles = iter(self._tiles)
+                while not self._stop.is_set():
+                    chunk = list(itertools.islice(tiles, self._batch_size))
+                    if not chunk:
+                        break
                     if not self._put(self._read_batch(chunk, rb, ra)):
                         return
         except BaseException as e:  # handed to the consumer, which re-raises it

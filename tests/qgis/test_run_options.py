@@ -14,7 +14,7 @@ from rsicrc.pipeline.cli import build_parser
 CHANGED = {"model": "/models/RSICRC", "bands": "4,3,2", "tile_size": 224, "queries": ["new road", "trees"],
            "device": "cpu", "reproject": True, "clip": True, "overlap": 32, "batch_size": 8, "max_nodata": 0.25,
            "target_resolution": 0.75, "clip_model": "/models/RS-M-CLIP", "classes": "forest,water",
-           "overwrite": True}
+           "yes_large": True, "overwrite": True}
 
 
 def _caption_parser():
