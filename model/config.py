@@ -14,6 +14,74 @@ BACKBONES = {
 IMAGE_SIZE = 224
 REQUIRED_KEYS = ("backbone", "d_model", "max_len", "encoder_layers", "decoder_layers",
                  "num_heads", "h_dim", "a_dim")
+# Sane upper bounds for the sizes, far above any trained RSICRC (the released model: d_model
+# 2048, max_len 41, 3 encoder and 1 decoder layers, 8 heads, h_dim 512, a_dim 2048). They are
+# checked before the network is built, so a hostile config.json cannot ask for a giant model.
+SIZE_LIMITS = {
+    "d_model": 16384,
+    "max_len": 4096,
+    "encoder_layers": 64,
+    "decoder_layers": 64,
+    "num_heads": 1024,
+    "h_dim": 65536,
+    "a_dim": 16384,
+}
+FLAGS = {"learnable": False, "tie_embeddings": True, "prenorm": False}
+
+
+def _show(value, limit=60):
+    """A JSON value as config.json spells it, cut short: messages stay one short line."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def validate(raw):
+    """Check config.json's contents: types, bounds and the sizes' relations.
+
+    Raises ValueError naming the bad key; the caller adds the file's path.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object with keys {', '.join(REQUIRED_KEYS)}, "
+                         f"got {_json_type(raw)}")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise ValueError(f"missing keys {missing}")
+    backbone = raw["backbone"]
+    if not isinstance(backbone, str) or backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {_show(backbone)}")
+    for key, limit in SIZE_LIMITS.items():
+        value = raw[key]
+        # bool is an int in Python but true/false is no size; 64.0 is no integer either.
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ValueError(f"{key} must be an integer from 1 to {limit}, got {_show(value)}")
+    for key in FLAGS:
+        if key in raw and not isinstance(raw[key], bool):
+            raise ValueError(f"{key} must be true or false, got {_show(raw[key])}")
+    d_model, heads, a_dim = raw["d_model"], raw["num_heads"], raw["a_dim"]
+    if d_model % 2:
+        raise ValueError(f"d_model must be even, got {d_model}")
+    if d_model % heads or a_dim % heads:
+        raise ValueError(f"d_model ({d_model}) and a_dim ({a_dim}) must be divisible by "
+                         f"num_heads ({heads})")
 
 
 @dataclass(frozen=True)
@@ -33,24 +101,9 @@ class RsicrcConfig:
     @classmethod
     def from_dict(cls, raw):
         """Build from config.json contents; raises ValueError naming what is wrong."""
-        missing = [k for k in REQUIRED_KEYS if k not in raw]
-        if missing:
-            raise ValueError(f"missing keys {missing}")
-        if raw["backbone"] not in BACKBONES:
-            raise ValueError(f"backbone {raw['backbone']!r} is not one of {sorted(BACKBONES)}")
-        for key in REQUIRED_KEYS[1:]:
-            if not isinstance(raw[key], int) or raw[key] <= 0:
-                raise ValueError(f"{key} must be a positive integer, got {raw[key]!r}")
-        if raw["d_model"] % 2 or raw["d_model"] % raw["num_heads"] or raw["a_dim"] % raw["num_heads"]:
-            raise ValueError("d_model must be even and d_model and a_dim divisible by num_heads")
-        return cls(
-            backbone=raw["backbone"], d_model=raw["d_model"], max_len=raw["max_len"],
-            encoder_layers=raw["encoder_layers"], decoder_layers=raw["decoder_layers"],
-            num_heads=raw["num_heads"], h_dim=raw["h_dim"], a_dim=raw["a_dim"],
-            learnable=bool(raw.get("learnable", False)),
-            tie_embeddings=bool(raw.get("tie_embeddings", True)),
-            prenorm=bool(raw.get("prenorm", False)),
-        )
+        validate(raw)
+        return cls(**{k: raw[k] for k in REQUIRED_KEYS},
+                   **{k: raw.get(k, default) for k, default in FLAGS.items()})
 
     @property
     def backbone_spec(self):

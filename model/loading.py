@@ -44,9 +44,11 @@ def _read_json(path):
 
 
 def read_config(folder):
+    """The validated config and its raw JSON; checked before any network is built."""
     path = folder / "config.json"
+    raw = _read_json(path)
     try:
-        return RsicrcConfig.from_dict(_read_json(path)), _read_json(path)
+        return RsicrcConfig.from_dict(raw), raw
     except ValueError as exc:
         raise ModelLoadError(f"{path}: {exc}") from None
 
@@ -62,12 +64,37 @@ def read_vocab(folder):
         raise ModelLoadError(f"{path}: {exc}") from None
 
 
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_zip(path):
+    # What torch.save writes by default (and torch.load(mmap=True) needs): a zip archive.
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def read_state_dict(path):
+    """The checkpoint's tensors, memory-mapped when the file allows it; never arbitrary objects.
+
+    A file in PyTorch's legacy (non-zip) format cannot be memory-mapped: torch refuses it under
+    mmap=True, so it is read again into memory, still with weights_only=True.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many types for a corrupt or unsafe file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first})") from None
+        if _is_zip(path):
+            raise ModelLoadError(f"{path}: not a loadable weights-only PyTorch checkpoint "
+                                 f"({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a loadable weights-only PyTorch checkpoint (not a zip "
+                             f"archive; read as the legacy format: {_first_line(exc)})") from None
 
 
 def _describe(names, limit=12):
@@ -76,10 +103,14 @@ def _describe(names, limit=12):
     return ", ".join(names[:limit]) + more
 
 
-def check_state_dict(state, expected, path):
-    """Raise ModelLoadError listing missing and unexpected keys and shape mismatches by name."""
+def check_is_state_dict(state, path):
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"{path}: expected a state dict of tensors")
+
+
+def check_state_dict(state, expected, path):
+    """Raise ModelLoadError listing missing and unexpected keys and shape mismatches by name."""
+    check_is_state_dict(state, path)
     missing = expected.keys() - state.keys()
     unexpected = state.keys() - expected.keys()
     shapes = [f"{k} (file {tuple(state[k].shape)}, config {tuple(expected[k].shape)})"
@@ -93,6 +124,53 @@ def check_state_dict(state, expected, path):
         problems.append(f"shape mismatches: {_describe(shapes)}")
     if problems:
         raise ModelLoadError(f"{path} does not fit config.json: " + "; ".join(problems))
+    odd = [f"{k} ({why})" for k in expected.keys() & state.keys()
+           if (why := _not_a_weight(state[k], expected[k]))]
+    if odd:
+        raise ModelLoadError(f"{path}: tensors that cannot be these weights: {_describe(odd)}")
+
+
+def _kind(tensor):
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "floating-point"
+    return "boolean" if tensor.dtype == torch.bool else "integer"
+
+
+def _not_a_weight(tensor, expected):
+    """Why a file tensor cannot stand for `expected` (a meta tensor of the network), or None."""
+    if tensor.is_quantized:
+        return "quantized"
+    if tensor.layout != torch.strided:
+        return f"{str(tensor.layout).replace('torch.', '')} layout, not dense"
+    if tensor.device.type != "cpu":
+        return f"on device {tensor.device.type}, holds no readable data"
+    if _kind(tensor) != _kind(expected):
+        return f"{str(tensor.dtype).replace('torch.', '')}, not {_kind(expected)}"
+    return None
+
+
+def check_finite(state, path):
+    """Raise ModelLoadError naming the first tensor (in file order) holding NaN or Inf.
+
+    Such weights load and run, but give garbage ("PAD PAD ...") captions. One pass over the
+    floating-point tensors; a tensor tied to another is checked once.
+    """
+    bad, seen = [], set()
+    for key, tensor in state.items():
+        if id(tensor) in seen or not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        seen.add(id(tensor))
+        if not bool(torch.isfinite(tensor).all()):
+            bad.append(key)
+    if bad:
+        first = state[bad[0]]
+        kinds = [name for name, found in (("NaN", torch.isnan(first).any()),
+                                          ("Inf", torch.isinf(first).any())) if found]
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise ModelLoadError(f"{path}: {bad[0]} holds non-finite values ({' and '.join(kinds)}){more}: "
+                             f"the weights are damaged or come from a diverged training run")
 
 
 def build_network(cfg, vocab, state, path):
@@ -101,12 +179,18 @@ def build_network(cfg, vocab, state, path):
     with torch.device("meta"):
         net = RsicrcNet(cfg, len(vocab))
     expected = net.state_dict()
+    check_is_state_dict(state, path)
     emb = state.get("decoder.tokens_embed.weight")
     if emb is not None and emb.dim() == 2 and emb.shape[0] != len(vocab):
         raise ModelLoadError(f"levir_vocab.json has {len(vocab)} words but {path} was trained with "
                              f"{emb.shape[0]}: the vocabulary and the weights come from different models")
     check_state_dict(state, expected, path)
-    net.load_state_dict(state, strict=True, assign=True)
+    check_finite(state, path)
+    try:
+        net.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, TypeError, ValueError) as exc:  # after the checks above: a safety net
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelLoadError(f"{path}: the weights could not be put into the network ({detail})") from None
     if cfg.tie_embeddings:
         net.decoder.lm_head.weight = net.decoder.tokens_embed.weight
     return net.eval().requires_grad_(False)
