@@ -16,6 +16,11 @@ its peak RSS is read from /proc VmHWM. Both runs use 1024 px tiles and batches o
 the big one is 256 tiles (feasible on a laptop CPU) and both keep the reader's queue full: the
 per-tile memory is then the same in both runs and the difference is what grows with the
 raster's size.
+
+Sparse mosaic: a 1,000,000 x 1,000,000 px GeoTIFF with no block written (all nodata, 15.3 M tiles
+of 256 px, run with --yes-large) is walked for SPARSE_SECONDS; RSS when the walk starts and at
+its end, and the tiles walked, show that memory does not grow with the number of tiles (no tile
+list, skipped tiles counted rather than kept).
 Prints tables and writes benchmarks/results/pipeline.json.
 """
 import argparse
@@ -35,6 +40,8 @@ sys.path.insert(0, str(ROOT / "resources" / "sample"))
 import make_sample  # noqa: E402
 
 RSS_TILE = 1024
+SPARSE_SIDE = 1_000_000
+SPARSE_SECONDS = 60
 
 
 def _pair(folder, size):
@@ -137,6 +144,81 @@ def _peak_rss_mb(pair, model, out, tile, batch, device):
     return peak, time.perf_counter() - t0
 
 
+def _vm_rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def _sparse_mosaic(folder):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = Path(folder) / "sparse_1M.tif"
+    if not path.exists():
+        with rasterio.open(path, "w", driver="GTiff", width=SPARSE_SIDE, height=SPARSE_SIDE, count=3, dtype="uint8",
+                           crs="EPSG:32632", transform=from_origin(600000.0, 5100000.0, 0.5, 0.5), nodata=0,
+                           tiled=True, blockxsize=512, blockysize=512, sparse_ok=True, BIGTIFF="YES"):
+            pass
+    return str(path)
+
+
+def _sparse_rss(folder, model, device, seconds=SPARSE_SECONDS):
+    """RSS of `rsicrc caption --yes-large` walking the sparse mosaic: at the first progress event,
+    and after `seconds`; tiles walked in between."""
+    import json
+    import signal
+    import threading
+
+    mosaic = _sparse_mosaic(folder)
+    out = Path(folder) / "sparse.gpkg"
+    cmd = [sys.executable, "-m", "rsicrc", "caption", mosaic, mosaic, "-o", str(out), "--model", str(model),
+           "--device", device, "--yes-large", "--progress", "json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    events = {"total": None, "done": 0, "first": None}
+
+    def read():
+        for line in proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") in ("start", "progress"):
+                events["total"] = event.get("total", events["total"])
+                events["done"] = event.get("done", events["done"])
+                if events["first"] is None:
+                    events["first"] = (time.perf_counter(), _vm_rss_mb(proc.pid), events["done"])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while events["first"] is None and proc.poll() is None:
+        time.sleep(0.1)
+    if events["first"] is None:
+        raise RuntimeError(f"rsicrc caption on the sparse mosaic stopped early ({proc.returncode})")
+    start = events["first"][0]
+    warm = None  # RSS and tiles a quarter of the way in: the reader queue and GDAL's cache filled
+    while time.perf_counter() < start + seconds and proc.poll() is None:
+        time.sleep(0.5)
+        if warm is None and time.perf_counter() >= start + seconds / 4:
+            warm = (_vm_rss_mb(proc.pid), events["done"])
+    rss_end, hwm = _vm_rss_mb(proc.pid), _vm_hwm_mb(proc.pid)
+    walked = events["done"] - events["first"][2]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    for path in (out, Path(str(out) + ".partial"), Path(str(out) + ".lock")):
+        if path.exists():
+            path.unlink()
+    return {"side_px": SPARSE_SIDE, "tiles_planned": events["total"], "seconds": seconds, "tiles_walked": walked,
+            "rss_at_start_mb": events["first"][1], "rss_warm_mb": warm[0], "tiles_walked_warm": warm[1],
+            "rss_at_end_mb": rss_end, "peak_rss_mb": hwm, "growth_after_warm_mb": rss_end - warm[0]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="rsicrc pipeline benchmark")
     ap.add_argument("--device", default="auto")
@@ -161,6 +243,7 @@ def main(argv=None):
     if len(sizes) == 2:
         results["memory"]["growth_mb"] = results["memory"]["16384"]["peak_rss_mb"] - \
             results["memory"]["2048"]["peak_rss_mb"]
+    results["sparse"] = _sparse_rss(work, small, args.device, 15 if args.quick else SPARSE_SECONDS)
 
     cap = load_model(str(small), device=args.device)
     results["throughput"]["rn50-small"] = _throughput(cap, _pair(work, 1024), work, tile=256, batch=8, repeats=3)
@@ -181,6 +264,13 @@ def main(argv=None):
                 ["pair", "tiles", "peak RSS MB", "seconds"],
                 [[f"{k} px", v["tiles"], f"{v['peak_rss_mb']:.0f}", f"{v['seconds']:.0f}"]
                  for k, v in results["memory"].items() if k != "growth_mb"])
+    sp = results["sparse"]
+    print_table(f"rsicrc caption on a sparse {sp['side_px']:,} px mosaic (--yes-large), {sp['seconds']} s walked",
+                ["tiles planned", "tiles walked", "RSS at start MB", f"RSS at {sp['seconds'] // 4} s MB",
+                 "RSS at end MB", "peak RSS MB", "growth after warm-up MB"],
+                [[f"{sp['tiles_planned']:,}", f"{sp['tiles_walked']:,}", f"{sp['rss_at_start_mb']:.0f}",
+                  f"{sp['rss_warm_mb']:.0f}", f"{sp['rss_at_end_mb']:.0f}", f"{sp['peak_rss_mb']:.0f}",
+                  f"{sp['growth_after_warm_mb']:+.0f}"]])
     if "growth_mb" in results["memory"]:
         print(f"RSS growth 2048 -> 16384 px: {results['memory']['growth_mb']:+.0f} MB (target < 150 MB)")
     write_result("pipeline", results)
