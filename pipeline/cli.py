@@ -80,15 +80,17 @@ def _search(args, reporter):
                         device=args.device, clip=args.clip, clip_model=args.clip_model, when=args.when,
                         change=args.change)
     if args.json:
-        print(json.dumps({"field": result.field, "features": result.features, "scored": result.scored,
-                          "hits": [h.__dict__ for h in result.hits]}, allow_nan=False))
+        print(result.as_json())
         return 0
     unscored = result.features - result.scored
     print(f"{result.scored} tiles scored into field {result.field}"
           + (f" ({unscored} without an embedding left empty)" if unscored else "") + f"; top {len(result.hits)}:")
     print(f"{'tile_id':>7}  {'score':>7}  {'centroid x':>14} {'centroid y':>14}  caption")
     for h in result.hits:
-        print(f"{h.tile_id:>7}  {h.score:7.4f}  {h.centroid[0]:14.2f} {h.centroid[1]:14.2f}  {h.caption}")
+        x, y = (f"{v:14.2f}" for v in h.centroid) if h.centroid is not None else (f"{'-':>14}",) * 2
+        tile = h.tile_id if h.tile_id is not None else "-"
+        caption = " ".join(str(h.caption).split()) if h.caption is not None else "-"  # one line a hit
+        print(f"{tile:>7}  {h.score:7.4f}  {x} {y}  {caption}")
     return 0
 
 
@@ -96,7 +98,7 @@ def _info(args, reporter):
     from .info import format_info, layer_info
 
     info = layer_info(args.layer)
-    print(json.dumps(info, indent=1) if args.json else format_info(info))
+    print(json.dumps(info, indent=1, allow_nan=False) if args.json else format_info(info))
     return 0
 
 

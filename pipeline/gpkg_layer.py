@@ -40,6 +40,22 @@ class LayerError(Exception):
     """The file is not a readable rsicrc layer, or GDAL refused a write; the message says which."""
 
 
+def layer_error_reason(exc):
+    """GDAL's reason inside a LayerError ("path: doing failed (reason)"), for a message of one's own."""
+    text = str(exc)
+    start = text.find(" failed (")
+    return text[start + len(" failed ("):-1] if start >= 0 and text.endswith(")") else text
+
+
+class BlobLengthError(ValueError):
+    """An embedding BLOB that does not hold `dim` float32 values: `row` is its index among the BLOBs
+    given, `detail` what is wrong with it ("has 3 bytes, expected 256 ...")."""
+
+    def __init__(self, row, detail):
+        self.row, self.detail = row, detail
+        super().__init__(f"embedding of row {row} {detail}")
+
+
 def partial_path(output):
     return str(output) + PARTIAL_SUFFIX
 
@@ -58,12 +74,13 @@ def blobs_to_matrix(blobs, dim):
     """
     out = np.full((len(blobs), int(dim)), np.nan, dtype=np.float32)
     for i, blob in enumerate(blobs):
-        if blob is None or len(blob) == 0:
+        if blob is None or (isinstance(blob, (bytes, bytearray, memoryview, str)) and len(blob) == 0):
             continue
+        if not isinstance(blob, (bytes, bytearray, memoryview)):  # bytes(42) would be 42 zero bytes
+            raise BlobLengthError(i, f"is a {type(blob).__name__}, not a BLOB")
         data = bytes(blob)
         if len(data) != 4 * int(dim):
-            raise ValueError(f"embedding of row {i} has {len(data)} bytes, expected {4 * int(dim)} "
-                             f"({dim} float32 values)")
+            raise BlobLengthError(i, f"has {len(data)} bytes, expected {4 * int(dim)} ({dim} float32 values)")
         out[i] = np.frombuffer(data, dtype="<f4")
     return out
 
@@ -131,6 +148,8 @@ def _gdal(path, doing):
         except (DataSourceError, DataLayerError, FieldError, GeometryError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LayerError(f"{path}: {doing} failed ({first})") from None
+        except UnicodeDecodeError:  # a TEXT value GDAL hands over undecoded: a hand edit in SQL
+            raise LayerError(f"{path}: {doing} failed (a text value is not valid UTF-8)") from None
 
 
 def _arrow_schema(fields):
@@ -257,6 +276,33 @@ def iter_column_batches(path, columns, batch_size=4096):
                 yield fids, table
 
 
+def first_bad_text(path, columns):
+    """(fid, tile_id, column) of the first feature whose text in `columns` is not valid UTF-8, or None.
+
+    GDAL hands such values over undecoded and pyogrio then fails on the whole batch without
+    saying where; this finds the feature to name (a read-only query on attribute columns).
+    """
+    con = sqlite3.connect(str(path))
+    try:
+        names = {r[1] for r in con.execute(f'PRAGMA table_info("{LAYER}")')}
+        for column in [c for c in columns if c in names]:
+            rows = con.execute(f'SELECT fid, CAST(tile_id AS INTEGER), CAST("{column}" AS BLOB) FROM "{LAYER}" '
+                               f"WHERE typeof(\"{column}\") IN ('text', 'blob') ORDER BY fid")
+            for fid, tile_id, value in rows:
+                try:
+                    bytes(value).decode("utf-8")
+                except UnicodeDecodeError:
+                    return fid, tile_id, column
+    finally:
+        con.close()
+    return None
+
+
+# Declared types of a column a score may go into: the numeric ones (the QGIS side accepts Int
+# fields too). A TEXT, BLOB, BOOLEAN or date column is the user's data and is never overwritten.
+SCORE_TYPES = ("REAL", "FLOAT", "DOUBLE", "INTEGER", "INT", "BIGINT", "MEDIUMINT", "SMALLINT", "TINYINT")
+
+
 def _never_called(*_):
     raise sqlite3.OperationalError("a score update must not change a tile's geometry or fid")
 
@@ -271,9 +317,17 @@ def write_scores(path, field, fids, scores, timeout=30):
         con.create_function(name, 1, _never_called)
     try:
         with con:
-            names = {r[1].lower() for r in con.execute(f'PRAGMA table_info("{LAYER}")')}
-            if field.lower() not in names:
+            # The name is put in SQL between double quotes: one that could end them is refused here
+            # (the CLI holds names to check_field_name; the QGIS side passes the user's setting).
+            if not isinstance(field, str) or not field or '"' in field or "\0" in field:
+                raise LayerError(f"{path}: {field!r} cannot be a score field name")
+            types = {r[1].lower(): str(r[2] or "").upper()
+                     for r in con.execute(f'PRAGMA table_info("{LAYER}")')}
+            if field.lower() not in types:
                 con.execute(f'ALTER TABLE "{LAYER}" ADD COLUMN "{field}" REAL')
+            elif types[field.lower()] not in SCORE_TYPES:  # a field of the user's: never overwritten
+                raise LayerError(f"{path}: field {field} exists and holds {types[field.lower()] or 'untyped'} "
+                                 f"values, not scores; choose another score field")
             values = [(None if not np.isfinite(s) else float(s), int(f)) for f, s in zip(fids, scores)]
             con.executemany(f'UPDATE "{LAYER}" SET "{field}" = ? WHERE fid = ?', values)
             con.execute("UPDATE gpkg_contents SET last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') "

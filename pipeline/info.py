@@ -4,34 +4,54 @@ from collections import Counter
 import numpy as np
 
 from . import gpkg_layer as gl
+from .errors import BadInput
 from .layer_file import open_layer
 
 MODEL_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_source", "clip_model_sha256")
 
 
 def layer_info(path):
+    """A summary of the layer; open_layer has checked the metadata read here (types included)."""
     meta = open_layer(path)
-    info = gl.layer_info(path)
+    try:
+        info = gl.layer_info(path)
+    except gl.LayerError as exc:
+        raise BadInput(f"cannot be read ({gl.layer_error_reason(exc)})", path) from None
     captions = Counter()
     changed = 0
-    for _, table in gl.iter_column_batches(path, ["caption", "changed"]):
-        flags = np.asarray([bool(c) for c in table["changed"]], dtype=bool)
-        changed += int(flags.sum())
-        captions.update(c for c, f in zip(table["caption"], flags) if f)
+    try:
+        for _, table in gl.iter_column_batches(path, ["caption", "changed"]):
+            flags = np.asarray([bool(c) for c in table["changed"]], dtype=bool)
+            changed += int(flags.sum())
+            # A caption emptied by hand (NULL) is not a caption to count.
+            captions.update(c for c, f in zip(table["caption"], flags) if f and isinstance(c, str))
+    except gl.LayerError as exc:
+        bad = gl.first_bad_text(path, ["caption", "changed"]) if "UTF-8" in str(exc) else None
+        if bad is not None:
+            raise BadInput(f"the {bad[2]} of tile {bad[1]} (fid {bad[0]}) is not valid UTF-8 text; the layer "
+                           f"was edited outside rsicrc", path) from None
+        raise BadInput(f"its tiles cannot be read ({gl.layer_error_reason(exc)})", path) from None
     params = meta.get("params") or {}
-    skipped = meta.get("skipped_tiles")
+    skipped = meta.get("skipped_tiles") or []
+    # skipped_count counts every skipped tile; skipped_tiles lists at most the first 1000 of them
+    # (layers made before skipped_count list them all).
+    n_skipped = meta["skipped_count"] if meta.get("skipped_count") is not None else len(skipped)
+    bounds = info.get("total_bounds")
+    extent = [float(v) for v in bounds] if bounds is not None else None
+    if extent is not None and not all(np.isfinite(extent)):  # an empty layer: no extent, not NaN
+        extent = None
     return {
         "path": str(path),
         "features": int(info["features"]),
         "changed": changed,
-        "skipped": len(skipped) if isinstance(skipped, list) else 0,
+        "skipped": int(n_skipped),
         "crs": info.get("crs"),
-        "extent": [float(v) for v in info["total_bounds"]] if info.get("total_bounds") is not None else None,
+        "extent": extent,
         "fields": [str(f) for f in info["fields"]],
-        "queries": meta.get("queries") if isinstance(meta.get("queries"), dict) else {},
-        "tile_size": params.get("tile_size") if isinstance(params, dict) else None,
-        "before": params.get("before") if isinstance(params, dict) else None,
-        "after": params.get("after") if isinstance(params, dict) else None,
+        "queries": meta.get("queries") or {},
+        "tile_size": params.get("tile_size"),
+        "before": params.get("before"),
+        "after": params.get("after"),
         "created": meta.get("created"),
         "software_version": meta.get("software_version"),
         "top_captions": captions.most_common(5),
@@ -55,5 +75,5 @@ def format_info(info):
         lines.append(f"  query {name}: {text!r}")
     if info["top_captions"]:
         lines.append("  most frequent change captions:")
-        lines += [f"    {n:5d}  {c}" for c, n in info["top_captions"]]
+        lines += [f"    {n:5d}  {' '.join(c.split())}" for c, n in info["top_captions"]]
     return "\n".join(lines)

@@ -3,27 +3,32 @@
 No image is read again: the RSICRC text embedding (or, with --clip, the RS-M-CLIP one) is
 compared with each tile's stored embedding, the scores are written to a field in one
 transaction, and the best tiles are returned. A tile without a usable embedding (NULL, e.g.
-hand-edited) gets no score (NULL) and is never a hit.
+hand-edited) gets no score (NULL) and is never a hit; an embedding of the wrong length is refused
+(exit code 2), naming the tile. The file is checked to be writable before any model is loaded.
 """
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import gpkg_layer as gl
 from .errors import BadInput
-from .layer_file import open_layer
+from .layer_file import check_writable, field_dtypes, open_layer
 from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
 
 READ_CHUNK = 4096
+# The RSICRC model reads the first max_len words (tens) of a text and RS-M-CLIP 77 tokens; a
+# longer text is a paste gone wrong, refused rather than silently cut.
+MAX_TEXT_CHARS = 1000
 
 
 @dataclass
 class Hit:
-    tile_id: int
+    tile_id: object  # int; None when the tile's tile_id was emptied by hand
     score: float
-    caption: str
-    centroid: tuple
+    caption: object  # str or None
+    centroid: object  # (x, y), or None when the tile's geometry is missing or broken
 
 
 @dataclass
@@ -33,12 +38,36 @@ class SearchResult:
     features: int
     scored: int
 
+    def as_json(self):
+        """The result as strict JSON (never NaN or Infinity: a missing value is null)."""
+        return json.dumps({"field": self.field, "features": self.features, "scored": self.scored,
+                           "hits": [_json_hit(h) for h in self.hits]}, allow_nan=False)
+
+
+def _finite_or_none(v):
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def _json_hit(hit):
+    centre = hit.centroid
+    return {"tile_id": hit.tile_id, "score": _finite_or_none(hit.score), "caption": hit.caption,
+            "centroid": [_finite_or_none(centre[0]), _finite_or_none(centre[1])] if centre is not None else None}
+
+
+def check_text(text):
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput("the search text is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadInput(f"the search text has {len(text):,} characters; give at most {MAX_TEXT_CHARS:,} "
+                       f"(the models read only its first words)")
+    if "\0" in text:
+        raise BadInput("the search text contains a NUL character")
+
 
 def run_search(layer, text, reporter, top=10, field=None, model=None, device="auto", clip=False,
                clip_model=None, when=None, change=False, captioner=None, clip_encoder=None):
-    if not text or not text.strip():
-        raise BadInput("the search text is empty")
-    if top < 1:
+    check_text(text)
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
         raise BadInput(f"--top must be at least 1, got {top}")
     if not clip and (when is not None or change):
         raise BadInput("--when and --change need --clip (they choose which RS-M-CLIP image is compared)")
@@ -48,17 +77,27 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
     if field is not None:
         gl.check_field_name(field)
     meta = open_layer(layer)
+    # Before any model is loaded: a file that cannot take the score field is refused at once.
+    check_writable(layer)
+    dtypes = field_dtypes(layer)
+    if clip:
+        from .clip_fields import ClipFieldsMissingError, require_clip_fields
+
+        try:
+            require_clip_fields(dtypes, str(layer))
+        except ClipFieldsMissingError as e:
+            raise BadInput(str(e)) from None
+    field_name = field or (_clip_tag(text, when, change) if clip else gl.slug_field(text, []))
+    _check_score_field(layer, field_name, dtypes)
     with OutputLock(layer):
         if clip:
-            fids, scores, field_name = _clip_scores(meta, layer, text, field, clip_model, device, when, change,
-                                                    clip_encoder)
+            fids, scores = _clip_scores(meta, layer, text, clip_model, device, when, change, clip_encoder)
         else:
-            fids, scores, field_name = _rsicrc_scores(meta, layer, text, field, model, device, reporter,
-                                                      captioner)
+            fids, scores = _rsicrc_scores(meta, layer, text, model, device, reporter, captioner)
         try:
             gl.write_scores(layer, field_name, fids, scores)
         except Exception as exc:  # sqlite3 errors: read-only file, locked database, disk full
-            raise BadInput(f"the scores cannot be written ({exc})", layer) from None
+            raise BadInput(f"the scores cannot be written ({_one_line(exc)})", layer) from None
         queries = dict(meta.get("queries") or {})
         queries[field_name] = text
         record = {"queries": queries}
@@ -68,8 +107,35 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
             record["clip_queries"] = clip_queries
         gl.write_metadata(layer, record)
     finite = np.flatnonzero(np.isfinite(scores))
-    order = finite[np.argsort(-scores[finite], kind="stable")][:top]
+    order = finite[np.argsort(-scores[finite], kind="stable")][:min(top, finite.size)]
     return SearchResult(field_name, _hits(layer, fids[order], scores[order]), len(fids), int(finite.size))
+
+
+def _one_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_score_field(layer, name, dtypes):
+    """A score goes into a new field or a numeric one; a text or other field of the user's is kept."""
+    for existing, dtype in dtypes.items():
+        if existing.lower() == name.lower() and not (dtype.startswith("float") or dtype.startswith("int")):
+            raise BadInput(f"field {existing} exists and holds {dtype} values, not scores; choose another "
+                           f"--field", layer)
+
+
+def _read(layer, doing, columns, read):
+    """Run `read()`; a GDAL error becomes BadInput naming the file (and the tile whose text is bad)."""
+    try:
+        return read()
+    except gl.LayerError as exc:
+        if "UTF-8" in str(exc):
+            bad = gl.first_bad_text(layer, columns)
+            if bad is not None:
+                fid, tile_id, column = bad
+                raise BadInput(f"the {column} of tile {tile_id} (fid {fid}) is not valid UTF-8 text; the "
+                               f"layer was edited outside rsicrc", layer) from None
+        raise BadInput(f"{doing} failed ({gl.layer_error_reason(exc)})", layer) from None
 
 
 def _hits(layer, fids, scores):
@@ -77,33 +143,69 @@ def _hits(layer, fids, scores):
 
     if not len(fids):
         return []
-    rows = gl.read_columns(layer, ["tile_id", "caption"], fids=fids, geometry=True)
+    columns = ["tile_id", "caption"]
+    rows = _read(layer, "reading the best tiles", columns,
+                 lambda: gl.read_columns(layer, columns, fids=fids, geometry=True))
     by_fid = {int(f): i for i, f in enumerate(rows["fid"])}
     hits = []
     for fid, score in zip(fids, scores):
         i = by_fid[int(fid)]
-        geom = rows[gl.GEOMETRY_COLUMN][i]
-        centre = shapely.centroid(shapely.from_wkb(geom)) if geom is not None else None
-        hits.append(Hit(int(rows["tile_id"][i]), float(score), rows["caption"][i],
-                        (float(centre.x), float(centre.y)) if centre is not None else (float("nan"),) * 2))
+        # A tile whose geometry was emptied or overwritten is still a hit: its embedding and score
+        # are sound, and the tile is named by tile_id; only its centroid is unknown (null).
+        hits.append(Hit(_tile_id(rows["tile_id"][i]), float(score), _text(rows["caption"][i]),
+                        _centroid(shapely, rows[gl.GEOMETRY_COLUMN][i])))
     return hits
 
 
+def _tile_id(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None  # NULL (pyogrio reads an integer column holding NULLs as float, NULL as NaN)
+    return int(value)
+
+
+def _text(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _centroid(shapely, wkb):
+    if wkb is None:
+        return None
+    geom = shapely.from_wkb(wkb, on_invalid="ignore")
+    if geom is None or shapely.is_empty(geom):
+        return None
+    centre = shapely.centroid(geom)
+    x, y = float(centre.x), float(centre.y)
+    return (x, y) if np.isfinite(x) and np.isfinite(y) else None
+
+
 def _stored(layer, columns, dim):
-    """fids and one (N, dim) matrix per BLOB column; a missing BLOB is a row of NaN."""
+    """fids and one (N, dim) matrix per BLOB column; a missing BLOB is a row of NaN.
+
+    A NULL or empty BLOB is a tile without an embedding (a hand edit in QGIS clears it): it gets
+    no score and the others are searched. A BLOB of the wrong length is refused, naming the tile:
+    it is damage or another model's embedding, and searching on would rank the layer with tiles
+    silently missing (or, when every BLOB is of another width, not at all).
+    """
     fid_parts, parts = [], {c: [] for c in columns}
-    try:
-        for fids, table in gl.iter_column_batches(layer, columns, READ_CHUNK):
+
+    def read():
+        for fids, table in gl.iter_column_batches(layer, ["tile_id", *columns], READ_CHUNK):
             fid_parts.append(fids)
             for c in columns:
-                parts[c].append(gl.blobs_to_matrix(table[c], dim))
-    except ValueError as exc:  # a BLOB of the wrong length: tampered, or another model's
-        raise BadInput(f"{exc}; the layer's embeddings do not fit its metadata", layer) from None
+                try:
+                    parts[c].append(gl.blobs_to_matrix(table[c], dim))
+                except gl.BlobLengthError as exc:
+                    i = exc.row
+                    raise BadInput(f"the {c} of tile {_tile_id(table['tile_id'][i])} (fid {int(fids[i])}) "
+                                   f"{exc.detail}: the layer's embeddings do not fit its metadata (edited, or "
+                                   f"made by another model)", layer) from None
+
+    _read(layer, "reading the embeddings", ["tile_id"], read)
     fids = np.concatenate(fid_parts) if fid_parts else np.zeros(0, np.int64)
     return fids, [np.concatenate(parts[c]) if parts[c] else np.zeros((0, dim), np.float32) for c in columns]
 
 
-def _rsicrc_scores(meta, layer, text, field, model, device, reporter, captioner):
+def _rsicrc_scores(meta, layer, text, model, device, reporter, captioner):
     source = model or meta.get("model_source")
     if captioner is None:
         captioner = load_captioner(source, device)
@@ -114,18 +216,23 @@ def _rsicrc_scores(meta, layer, text, field, model, device, reporter, captioner)
     if unknown:
         reporter.warning(f"words outside the model's vocabulary (ignored as unknown): {', '.join(unknown)}")
     query = captioner.embed_text([text]).numpy().astype(np.float32)[0]
-    fids, (matrix,) = _stored(layer, ["embedding"], int(meta["embedding_dim"]))
+    fids, (matrix,) = _stored(layer, ["embedding"], meta["embedding_dim"])
+    with np.errstate(all="ignore"):  # NaN rows (no embedding) and damaged values give NaN: no score
+        return fids, (matrix @ query).astype(np.float64)
+
+
+def _clip_tag(text, when, change):
     # The same text always lands in the same field, so repeating a search updates it in place.
-    return fids, (matrix @ query).astype(np.float64), field or gl.slug_field(text, [])
+    tag = "cq_" + gl.slug_field(text, [])[2:]
+    if change:
+        tag += "_chg"
+    elif when == "before":
+        tag += "_bef"
+    return tag[:48]
 
 
-def _clip_scores(meta, layer, text, field, clip_model, device, when, change, clip_encoder):
-    from .clip_fields import ClipFieldsMissingError, clip_scores, require_clip_fields
-
-    try:
-        require_clip_fields(gl.layer_info(layer)["fields"], str(layer))
-    except ClipFieldsMissingError as e:
-        raise BadInput(str(e)) from None
+def _clip_scores(meta, layer, text, clip_model, device, when, change, clip_encoder):
+    from .clip_fields import clip_scores
 
     if clip_encoder is None:
         source = clip_model or meta.get("clip_model_source")
@@ -133,18 +240,14 @@ def _clip_scores(meta, layer, text, field, clip_model, device, when, change, cli
         if meta.get("clip_model_sha256") and clip_encoder.sha256 != meta.get("clip_model_sha256"):
             raise BadInput(f"its CLIP embeddings come from sha256 {meta.get('clip_model_sha256')}, but {source} "
                            f"has sha256 {clip_encoder.sha256}; search with the same CLIP model", layer)
-    tag = "cq_" + gl.slug_field(text, [])[2:]
-    if change:
-        tag += "_chg"
-    elif when == "before":
-        tag += "_bef"
     dim = int(meta.get("clip_embedding_dim") or clip_encoder.embedding_dim)
     fids, (before, after) = _stored(layer, ["clip_before", "clip_after"], dim)
     if not len(fids):
-        return fids, np.zeros(0), field or tag[:48]
+        return fids, np.zeros(0)
     try:
-        scores = np.asarray(clip_scores(clip_encoder, text, before, after, when=when, change=change),
-                            dtype=np.float64)
+        with np.errstate(all="ignore"):
+            scores = np.asarray(clip_scores(clip_encoder, text, before, after, when=when, change=change),
+                                dtype=np.float64)
     except ValueError as e:  # e.g. embeddings of another CLIP model's width
         raise BadInput(str(e), layer) from None
-    return fids, scores, field or tag[:48]
+    return fids, scores
