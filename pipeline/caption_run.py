@@ -168,7 +168,7 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
             gl.layer_info(part)  # on a full disk GDAL may leave a file without its system tables
         except gl.LayerError as exc:
             discard_partial(part)  # nothing of this run is in it
-            raise BadInput(f"cannot be written ({_reason(exc)}; is the disk full?)", out) from None
+            raise BadInput(f"cannot be written ({gl.layer_error_reason(exc)}; is the disk full?)", out) from None
     else:
         metadata["created"] = state.meta.get("created", metadata["created"])
         metadata["resumed"] = _now()
@@ -195,9 +195,9 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     except gl.LayerError as exc:
         if state is None and not appended:  # nothing of this run to keep
             discard_partial(part)
-            raise BadInput(f"cannot be written ({_reason(exc)}; is the disk full?)", out) from None
+            raise BadInput(f"cannot be written ({gl.layer_error_reason(exc)}; is the disk full?)", out) from None
         # Whole batches are in the file (one transaction each): once there is room, --resume goes on.
-        raise BadInput(f"writing stopped ({_reason(exc)}; is the disk full?); {part} keeps the finished "
+        raise BadInput(f"writing stopped ({gl.layer_error_reason(exc)}; is the disk full?); {part} keeps the finished "
                        f"tiles: make room and rerun with --resume", out) from None
     except BadInput:
         if state is None:  # an unreadable input: what this run wrote cannot be resumed usefully
@@ -206,12 +206,6 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     move_into_place(part, out)
     reporter.done(out, features, skipped.count)
     return RunSummary(out, features, skipped.count, len(tiles), len(done))
-
-
-def _reason(exc):
-    """GDAL's reason inside a LayerError ("path: doing failed (reason)")."""
-    text = str(exc)
-    return text[text.find("(") + 1:text.rfind(")")] if "(" in text else text
 
 
 class _Skips:

@@ -14,6 +14,7 @@ Only json, re and numpy are imported at module level: the QGIS side uses the nam
 and metadata encodings here without GDAL's Python wheels.
 """
 import contextlib
+import hashlib
 import json
 import re
 import sqlite3
@@ -88,9 +89,14 @@ def blobs_to_matrix(blobs, dim):
 # --- field names ------------------------------------------------------------------------------------
 
 def slug_field(text, taken, prefix="q_"):
-    """A field name for a query text: q_<words>, unique among `taken`."""
+    """A field name for a query text: q_<ASCII words>, unique among `taken`.
+
+    A text with no ASCII letter or digit (新建筑, здания) gets q_<8 hex digits of its SHA-1>: the
+    same name for the same text in every run, different for different texts.
+    """
     words = re.findall(r"[a-z0-9]+", text.lower())
-    base = (prefix + "_".join(words))[:40].rstrip("_") or prefix + "query"
+    base = (prefix + "_".join(words))[:40].rstrip("_") if words else \
+        prefix + hashlib.sha1(text.strip().encode("utf-8")).hexdigest()[:8]
     name, n = base, 2
     while name.lower() in {t.lower() for t in taken}:
         name, n = f"{base}_{n}", n + 1

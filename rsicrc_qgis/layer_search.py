@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from qgis.core import QgsFeatureRequest, QgsField, QgsVectorLayer
-from qgis.PyQt.QtCore import QVariant, Qt
+from qgis.PyQt.QtCore import QByteArray, QVariant, Qt
 
-from ..pipeline.gpkg_layer import written_by_caption
+from ..pipeline.gpkg_layer import BlobLengthError, blobs_to_matrix, written_by_caption
 from . import scoring
-from .result_layer import EMBEDDING_FIELD, blob_vector
+from .result_layer import EMBEDDING_FIELD
 
 
 class SearchProblem(Exception):
@@ -36,23 +36,45 @@ def read_embeddings(features, fields, field_name=EMBEDDING_FIELD, dim=None, laye
 
     features: anything with getFeatures(request) - a QgsVectorLayerFeatureSource made on the main
     thread (safe to read from any thread), a Processing source, or the layer itself on the main
-    thread; fields: its QgsFields.
+    thread; fields: its QgsFields. As `rsicrc search`: a tile without an embedding (NULL, empty,
+    non-finite) is skipped; a BLOB of the wrong length (a hand edit, another model) is refused.
     """
     require_field(fields, field_name, layer_name)
     request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
     request.setSubsetOfAttributes([field_name], fields)
-    fids, rows, skipped = [], [], []
+    fids, chunks, skipped = [], [], []
+    chunk_fids, blobs = [], []
+
+    def decode():
+        nonlocal dim
+        if dim is None:  # an old layer without embedding_dim: the first BLOB says it
+            dim = next((len(b) // 4 for b in blobs if b), None)
+        if dim is None:
+            skipped.extend(chunk_fids)
+            return
+        try:
+            matrix = blobs_to_matrix(blobs, dim)
+        except BlobLengthError as exc:
+            raise SearchProblem(f"Layer \"{layer_name}\": the \"{field_name}\" of feature {chunk_fids[exc.row]} "
+                                f"{exc.detail}; the layer was edited by hand or made by another model.") from None
+        usable = np.all(np.isfinite(matrix), axis=1)
+        fids.extend(f for f, ok in zip(chunk_fids, usable) if ok)
+        skipped.extend(f for f, ok in zip(chunk_fids, usable) if not ok)
+        chunks.append(matrix[usable])
+
     for feature in features.getFeatures(request):
-        vec = blob_vector(feature[field_name], dim)
-        if vec is None or (rows and vec.shape != rows[0].shape):
-            skipped.append(feature.id())
-            continue
-        fids.append(feature.id())
-        rows.append(vec)
-    if not rows:
+        value = feature[field_name]
+        chunk_fids.append(feature.id())
+        blobs.append(bytes(value) if isinstance(value, (QByteArray, bytes, bytearray)) and len(value) else None)
+        if len(blobs) == 4096:
+            decode()
+            chunk_fids, blobs = [], []
+    if blobs:
+        decode()
+    if not fids:
         raise SearchProblem(f"Layer \"{layer_name}\" has no features with a usable "
                             f"\"{field_name}\" embedding.")
-    return LayerEmbeddings(fids, np.stack(rows), skipped)
+    return LayerEmbeddings(fids, np.concatenate(chunks), skipped)
 
 
 def ensure_score_field(layer, name):

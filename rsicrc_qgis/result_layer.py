@@ -11,7 +11,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from qgis.core import QgsProviderRegistry
 
 from ..pipeline.gpkg_layer import LAYER, decode_metadata
@@ -113,16 +112,3 @@ def layer_metadata(layer):
 
 def has_clip(meta):
     return bool(meta.get("clip_model_source"))
-
-
-def blob_vector(value, dim=None):
-    """A BLOB attribute (QByteArray/bytes) -> float32 vector; None when empty or malformed."""
-    if value is None:
-        return None
-    data = bytes(value)
-    if not data or len(data) % 4:
-        return None
-    vec = np.frombuffer(data, dtype="<f4").astype(np.float32)
-    if dim is not None and vec.shape[0] != int(dim):
-        return None
-    return vec

@@ -186,6 +186,8 @@ class SearchDock(QgsDockWidget):
             best = layer_search.select_best(layer, outcome.fids, outcome.scores, self.top_spin.value())
         except layer_search.SearchProblem as exc2:
             return self._fail(html.escape(str(exc2)))
+        except Exception as exc2:  # noqa: BLE001 - a slot's exception would vanish, the dock never finish
+            return self._fail(html.escape(f"Search failed: {type(exc2).__name__}: {exc2}"))
         self._show(layer, best, dict(zip(outcome.fids, outcome.scores)))
         lines = [f"{len(outcome.fids)} tiles scored into field <b>{html.escape(field)}</b>; "
                  f"best {len(best)} selected."]

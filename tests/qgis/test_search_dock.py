@@ -3,7 +3,7 @@ the edit buffer, selects the best and reports unknown words."""
 import shutil
 
 import pytest
-from qgis.core import QgsProject, QgsVectorLayer
+from qgis.core import NULL, QgsProject, QgsVectorLayer
 
 
 @pytest.fixture
@@ -78,3 +78,38 @@ def test_dock_rejects_plain_layer(plugin, tmp_path):
         assert "not a GeoPackage written by rsicrc" in plugin.dock.status_label.text()
     finally:
         QgsProject.instance().removeMapLayer(plain.id())
+
+
+def test_dock_skips_missing_embeddings_and_refuses_damaged_ones(plugin, worker_env, captioned, tmp_path,
+                                                                wait_signal):
+    """As `rsicrc search`: a NULL embedding gets no score; a BLOB of the wrong length is named."""
+    from osgeo import ogr
+
+    out, _ = captioned
+    for damage, expect_ok in (("null", True), ("short", False)):
+        copy = tmp_path / f"{damage}.gpkg"
+        shutil.copy(out, copy)
+        ds = ogr.Open(str(copy), 1)
+        lyr = ds.GetLayerByName("changes")
+        feature = lyr.GetNextFeature()
+        if damage == "null":
+            feature.SetFieldNull("embedding")
+        else:
+            feature.SetFieldBinaryFromHexString("embedding", "010203")
+        assert lyr.SetFeature(feature) == 0
+        damaged_fid = feature.GetFID()
+        ds = None
+        layer = QgsVectorLayer(f"{copy}|layername=changes", damage, "ogr")
+        QgsProject.instance().addMapLayer(layer)
+        try:
+            ok, message = _search(plugin, layer, "road", wait_signal)
+            assert ok == expect_ok, message
+            if expect_ok:
+                assert "1 tiles have no embedding" in message
+                scores = {f.id(): f["search_score"] for f in QgsVectorLayer(layer.source(), "r", "ogr").getFeatures()}
+                assert scores[damaged_fid] is None or scores[damaged_fid] == NULL
+                assert all(isinstance(v, float) for k, v in scores.items() if k != damaged_fid)
+            else:
+                assert f"feature {damaged_fid} has 3 bytes" in message and "another model" in message
+        finally:
+            QgsProject.instance().removeMapLayer(layer.id())
