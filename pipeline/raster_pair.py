@@ -94,18 +94,6 @@ class PairPlan:
         }
 
 
-def parse_bands(text):
-    if text is None:
-        return None
-    try:
-        bands = [int(b) for b in str(text).split(",") if b.strip()]
-    except ValueError:
-        raise BadInput(f"--bands must be three comma-separated band numbers, got {text!r}") from None
-    if len(bands) != 3 or min(bands) < 1:
-        raise BadInput(f"--bands must be three band numbers from 1 (e.g. 4,3,2), got {text!r}")
-    return bands
-
-
 def gdal_reason(exc):
     """GDAL's own message behind a rasterio error ("Read failed. See previous exception" hides it)."""
     messages = []

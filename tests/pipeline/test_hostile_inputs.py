@@ -418,6 +418,86 @@ def info_a_text_file(c):
     return ["info", str(path)], Bad(path, ("not a GeoPackage",))
 
 
+def resume_if_possible_on_a_foreign_partial(c):
+    partial = c.dir / "out.gpkg.partial"
+    partial.write_bytes(b"SQLite format 3\0 not ours")
+    return (c.caption(None, None, "--resume-if-possible"),
+            Bad(partial, ("was not written by rsicrc",), {partial: b"SQLite format 3\0 not ours"}))
+
+
+def legacy_checkpoint(c):
+    """A checkpoint in PyTorch's old (non-zip) format loads (without mmap) and captions."""
+    import torch
+
+    model = _model_copy(c)
+    weights = torch.load(model / "pytorch_model.bin", weights_only=True)
+    torch.save(weights, model / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    return c.caption(model=model), Good(lambda _: _features(c.out) == 4 or pytest.fail("4 tiles expected"))
+
+
+def search_a_read_only_layer(c):
+    folder = c.mount_tmpfs("layers", 4096)
+    layer = Path(shutil.copy(c.layer, folder / "layer.gpkg"))
+    content = layer.read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    return ["search", str(layer), "road", "--model", str(c.checkpoint)], Bad(layer, ("cannot be written",),
+                                                                             {layer: content})
+
+
+def search_a_tampered_embedding(c):
+    from osgeo import ogr
+
+    layer = c.layer_copy()
+    ds = ogr.Open(str(layer), 1)
+    lyr = ds.GetLayerByName("changes")
+    feature = lyr.GetNextFeature()
+    feature.SetFieldBinaryFromHexString("embedding", "010203")
+    assert lyr.SetFeature(feature) == 0
+    ds = None
+    return ["search", str(layer), "road", "--model", str(c.checkpoint)], Bad(layer, ("has 3 bytes",))
+
+
+def info_with_metadata_that_is_not_json(c):
+    layer = c.layer_copy()
+    gl.write_metadata(layer, {})  # keeps every item; then one is replaced by raw text below
+    items = dict(gl.read_metadata_items(layer))
+    items["embedding_dim"] = "{not json"
+    import pyarrow as pa
+    import pyogrio
+
+    pyogrio.write_arrow(pa.schema([]).empty_table(), str(layer), layer="changes", driver="GPKG", append=True,
+                        layer_metadata=items)
+    return ["info", str(layer)], Bad(layer, ("embedding_dim",))
+
+
+def search_json_with_a_missing_embedding(c):
+    """A tile whose embedding was emptied: no score, and the JSON stays strict (null, not NaN)."""
+    from layer_edits import set_null
+
+    layer = c.layer_copy()
+    set_null(layer, "embedding")
+
+    def check(stdout):
+        def no_constants(name):
+            raise AssertionError(f"{name} in the JSON")
+        result = json.loads(stdout, parse_constant=no_constants)
+        assert result["features"] == 4 and result["scored"] == 3
+    return ["search", str(layer), "road", "--json", "--top", "4", "--model", str(c.checkpoint)], Good(check)
+
+
+def serve_200000_texts(c):
+    """Refused by a bound, before any work (the line is over 1 MiB; 300 short texts are over 256)."""
+    c.stdin = "".join(json.dumps(r) + "\n" for r in (
+        {"id": 1, "op": "embed_text", "texts": ["a road"] * 200_000},
+        {"id": 2, "op": "embed_text", "texts": ["a"] * 300}, {"id": 3, "op": "ping"}))
+
+    def check(stdout):
+        first, second, third = (json.loads(x) for x in stdout.splitlines())
+        assert not first["ok"] and "1 MiB" in first["error"]
+        assert not second["ok"] and "256" in second["error"] and third["ok"]
+    return ["serve", "--model", str(c.checkpoint), "--device", "cpu"], Good(check)
+
+
 def serve_malformed_then_good(c):
     """Bad requests get ok:false answers; the next good one is answered."""
     lines = ["not json", "[1, 2]", json.dumps({"id": 3, "op": "embed_text", "texts": "a road"}),
@@ -443,7 +523,9 @@ CASES = [corrupt_bytes, truncated_geotiff, empty_file, text_file, folder_as_inpu
          target_resolution_tiny, resume_twice, long_query, sql_looking_query, non_ascii_queries,
          checkpoint_that_runs_code, config_null, config_backbone_list, config_giant_d_model, nan_weights,
          search_sql_field, search_when_without_clip, search_a_raster,
-         info_a_text_file, serve_malformed_then_good]
+         info_a_text_file, serve_malformed_then_good, resume_if_possible_on_a_foreign_partial, legacy_checkpoint,
+         search_a_read_only_layer, search_a_tampered_embedding, info_with_metadata_that_is_not_json,
+         search_json_with_a_missing_embedding, serve_200000_texts]
 IDS = [case.__name__ for case in CASES]
 
 

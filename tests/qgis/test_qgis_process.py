@@ -64,3 +64,17 @@ def test_qgis_process_reports_missing_environment(qp_env, raster_pair, tmp_path)
     assert proc.returncode != 0
     assert "does not exist" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_qgis_process_offers_every_run_option(qp_env):
+    """The algorithm qgis_process runs is built from the one definition of the run options."""
+    from rsicrc.pipeline.caption_params import form_options
+
+    proc = subprocess.run([QGIS_PROCESS, "--json", "help", "rsicrc:captionchanges"], env=qp_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    described = json.loads(proc.stdout[proc.stdout.find("{"):])["parameters"]
+    for name, opt, _ in form_options():
+        assert name.upper() in described, name
+        assert described[name.upper()]["description"] == opt.label or \
+            described[name.upper()]["description"].startswith(opt.label), name
