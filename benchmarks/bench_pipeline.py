@@ -109,16 +109,25 @@ def _throughput(cap, pair, out_dir, tile, batch, repeats):
             "pipeline_runs_s": pipeline_runs, "model_runs_s": model_runs}
 
 
-def _vm_hwm_mb(pid):
-    """Peak resident size of a running process (its own address space, so not inherited at fork)."""
+def _proc_status_mb(pid, key):
+    """A size line of /proc/PID/status (VmRSS: now, VmHWM: peak) in MB; None once it has exited."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024.0
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+def _vm_hwm_mb(pid):
+    """Peak resident size of a running process (its own address space, so not inherited at fork)."""
+    return _proc_status_mb(pid, "VmHWM")
+
+
+def _vm_rss_mb(pid):
+    return _proc_status_mb(pid, "VmRSS")
 
 
 def _peak_rss_mb(pair, model, out, tile, batch, device):
@@ -142,17 +151,6 @@ def _peak_rss_mb(pair, model, out, tile, batch, device):
             raise RuntimeError(f"rsicrc caption failed ({proc.returncode}): {err.read().decode().strip()[-500:]}")
     os.unlink(out)
     return peak, time.perf_counter() - t0
-
-
-def _vm_rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
 
 
 def _sparse_mosaic(folder):

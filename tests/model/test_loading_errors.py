@@ -250,6 +250,19 @@ def test_config_that_is_not_an_object(tmp_path, small_checkpoint, monkeypatch, c
     _assert_one_line_naming(str(info.value), folder / "config.json", "expected a JSON object", expected)
 
 
+def _refused_config(tmp_path, checkpoint, monkeypatch, key, value):
+    """(message, config.json path) of the ModelLoadError for a copy of `checkpoint` whose config
+    has `key` set to `value`; the network must never be built for it."""
+    folder = copy_checkpoint(checkpoint, tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _refuse_network(monkeypatch)
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(folder), device="cpu")
+    return str(info.value), folder / "config.json"
+
+
 SIZE_KEYS = ["d_model", "max_len", "encoder_layers", "decoder_layers", "num_heads", "h_dim", "a_dim"]
 BAD_SIZES = [2 ** 40, 10 ** 6, 0, -64, 64.0, 1.5, "64", True, False, None, [64], {"v": 64}]
 
@@ -257,26 +270,14 @@ BAD_SIZES = [2 ** 40, 10 ** 6, 0, -64, 64.0, 1.5, "64", True, False, None, [64],
 @pytest.mark.parametrize("key", SIZE_KEYS)
 @pytest.mark.parametrize("value", BAD_SIZES, ids=repr)
 def test_config_with_a_bad_size(tmp_path, small_checkpoint, monkeypatch, key, value):
-    folder = copy_checkpoint(small_checkpoint, tmp_path / "m")
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg[key] = value
-    (folder / "config.json").write_text(json.dumps(cfg))
-    _refuse_network(monkeypatch)
-    with pytest.raises(ModelLoadError) as info:
-        load_model(str(folder), device="cpu")
-    _assert_one_line_naming(str(info.value), folder / "config.json", f"{key} must be an integer from 1 to")
+    message, config = _refused_config(tmp_path, small_checkpoint, monkeypatch, key, value)
+    _assert_one_line_naming(message, config, f"{key} must be an integer from 1 to")
 
 
 @pytest.mark.parametrize("value", [["RN50"], {"name": "RN50"}, 5, None, True, "RN51", "rn50"], ids=repr)
 def test_config_with_a_bad_backbone(tmp_path, small_checkpoint, monkeypatch, value):
-    folder = copy_checkpoint(small_checkpoint, tmp_path / "m")
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["backbone"] = value
-    (folder / "config.json").write_text(json.dumps(cfg))
-    _refuse_network(monkeypatch)
-    with pytest.raises(ModelLoadError) as info:
-        load_model(str(folder), device="cpu")
-    _assert_one_line_naming(str(info.value), folder / "config.json", "backbone must be one of",
+    message, config = _refused_config(tmp_path, small_checkpoint, monkeypatch, "backbone", value)
+    _assert_one_line_naming(message, config, "backbone must be one of",
                             "'RN50'", "'ViT-B-32'")
 
 
@@ -284,14 +285,8 @@ def test_config_with_a_bad_backbone(tmp_path, small_checkpoint, monkeypatch, val
 @pytest.mark.parametrize("value", ["false", "true", 0, 1, None, []], ids=repr)
 def test_config_with_a_flag_that_is_not_a_boolean(tmp_path, small_checkpoint, monkeypatch, key, value):
     """bool("false") is True: a string flag would silently build another network (prenorm)."""
-    folder = copy_checkpoint(small_checkpoint, tmp_path / "m")
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg[key] = value
-    (folder / "config.json").write_text(json.dumps(cfg))
-    _refuse_network(monkeypatch)
-    with pytest.raises(ModelLoadError) as info:
-        load_model(str(folder), device="cpu")
-    _assert_one_line_naming(str(info.value), folder / "config.json", f"{key} must be true or false")
+    message, config = _refused_config(tmp_path, small_checkpoint, monkeypatch, key, value)
+    _assert_one_line_naming(message, config, f"{key} must be true or false")
 
 
 @pytest.mark.parametrize("change, words", [
