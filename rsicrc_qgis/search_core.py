@@ -32,6 +32,7 @@ class PreparedSearch:
     features: object  # the snapshot to read from (any thread)
     fields: QgsFields
     dim: int = None
+    expected: int = None  # the layer's feature count when prepared
     fids: list = None
     matrix: np.ndarray = None  # caption mode: pair embeddings; clip mode: BEFORE images
     after: np.ndarray = None  # clip mode: AFTER images
@@ -47,13 +48,18 @@ class SearchOutcome:
     model_source: str = ""
 
 
-def prepare(layer, meta=None, mode=MODE_CAPTION, features=None):
-    """What the search needs from the layer (main thread). features: a thread-safe source to
-    read from instead of a snapshot of the layer (e.g. Processing's)."""
+def prepare(layer, meta=None, mode=MODE_CAPTION):
+    """What the search needs from the layer (main thread).
+
+    A layer being edited is read here and now, on the main thread, through the layer itself: QGIS
+    edits a GeoPackage in WAL mode, and the second connection a snapshot opens from another
+    thread then fails now and then ("unable to open database file"). The dock lets only layers
+    of up to EDIT_BUFFER_MAX_FEATURES be searched while edited, so this stays quick.
+    """
     if meta is None:
         meta = result_layer.layer_metadata(layer)
-    if features is None:
-        features = QgsVectorLayerFeatureSource(layer)
+    editing = layer.isEditable()
+    features = layer if editing else QgsVectorLayerFeatureSource(layer)
     fields = QgsFields(layer.fields())
     if mode == MODE_CLIP:
         source = meta.get("clip_model_source")
@@ -62,20 +68,24 @@ def prepare(layer, meta=None, mode=MODE_CAPTION, features=None):
                                 "with RS-M-CLIP embeddings (--clip) to search in other languages.")
         for name in CLIP_FIELDS:
             require_field(fields, name, layer.name())
-        return PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "", features, fields,
-                              meta.get("clip_embedding_dim"))
+        prepared = PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "", features,
+                                  fields, meta.get("clip_embedding_dim"), layer.featureCount())
+        return read_layer(prepared) if editing else prepared
     source = meta.get("model_source")
     if not source:
         raise SearchProblem(f"Layer \"{layer.name()}\" does not say which model made it "
                             "(its run metadata has no model_source).")
     require_field(fields, result_layer.EMBEDDING_FIELD, layer.name())
-    return PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", features, fields,
-                          meta.get("embedding_dim"))
+    prepared = PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", features, fields,
+                              meta.get("embedding_dim"), layer.featureCount())
+    return read_layer(prepared) if editing else prepared
 
 
 def read_layer(prepared):
-    """Read the stored embeddings into `prepared` (any thread); returns it."""
+    """Read the stored embeddings into `prepared` (any thread, once); returns it."""
     p = prepared
+    if p.fids is not None:
+        return p
     if p.mode == MODE_CLIP:
         before, after = (read_embeddings(p.features, p.fields, name, p.dim, p.layer_name) for name in CLIP_FIELDS)
         after_fids = set(after.fids)
@@ -90,7 +100,16 @@ def read_layer(prepared):
     else:
         emb = read_embeddings(p.features, p.fields, result_layer.EMBEDDING_FIELD, p.dim, p.layer_name)
         p.fids, p.matrix, p.skipped = emb.fids, emb.matrix, emb.skipped
+    check_all_read(p.layer_name, len(p.fids) + len(p.skipped), p.expected)
     return p
+
+
+def check_all_read(layer_name, read, expected):
+    """SearchProblem when fewer features were read than the layer has: QGIS reports a file it fails
+    to read from a worker thread only on its log, and the iteration just ends early."""
+    if expected is not None and expected >= 0 and read != expected:
+        raise SearchProblem(f"Only {read:,} of the {expected:,} features of layer \"{layer_name}\" could be read "
+                            "(see the QGIS log); if the layer is being edited, save your edits and search again.")
 
 
 def embed_query(prepared, text, worker, is_canceled=None):

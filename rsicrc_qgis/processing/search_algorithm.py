@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
     QgsProcessingAlgorithm,
     QgsProject,
+    QgsVectorLayerFeatureSource,
 )
 from qgis.PyQt.QtCore import QVariant
 
@@ -50,7 +51,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
 
     def __init__(self):
         super().__init__()
-        self._select = self._prepared = self._layer = self._field = self._problem = None
+        self._select = self._prepared = self._layer = self._field = self._problem = self._copy_source = None
 
     def createInstance(self):
         return SearchChangesAlgorithm()
@@ -108,6 +109,8 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
         try:
             check_score_field(layer.fields(), field_name, layer.name())
             self._prepared = search_core.prepare(layer, None, mode)
+            # The copy into OUTPUT runs in the worker thread: from a snapshot, even of an edited layer.
+            self._copy_source = QgsVectorLayerFeatureSource(layer)
         except (result_layer.NotAResultLayer, SearchProblem) as exc:
             raise QgsProcessingException(str(exc)) from None
         self._layer = (layer.id(), layer.name(), layer.wkbType(), layer.sourceCrs())
@@ -149,7 +152,9 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
         score_idx = fields.indexOf(field_name)
         best_fids = [outcome.fids[i] for i in scoring.top_indices(outcome.scores, top)]
         best = {fid: None for fid in best_fids}  # fid -> the feature, kept while copying
-        for feature in prepared.features.getFeatures():
+        copied = 0
+        for feature in self._copy_source.getFeatures():
+            copied += 1
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled.")
             attrs = list(feature.attributes())
@@ -161,6 +166,10 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
             sink.addFeature(out, QgsFeatureSink.FastInsert)
             if feature.id() in best:
                 best[feature.id()] = feature
+        try:
+            search_core.check_all_read(layer_name, copied, prepared.expected)
+        except SearchProblem as exc:
+            raise QgsProcessingException(str(exc)) from None
         has = {name: fields.indexOf(name) >= 0 for name in ("caption", "tile_id")}
         for rank, fid in enumerate(best_fids[:5], 1):
             feedback.pushInfo(f"{rank}. {score_of[fid]:.3f}  {best[fid]['caption'] if has['caption'] else fid}")

@@ -246,3 +246,12 @@ def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monk
     out = subprocess.run(environment.child_command(sys.executable, ["info", str(tmp_path / "none.gpkg")]),
                          capture_output=True, text=True, env=environment.child_env(), timeout=120)
     assert out.returncode == 2 and "no such file" in out.stderr, out.stderr
+
+
+def test_a_search_that_reads_fewer_features_than_the_layer_has_says_so():
+    """QGIS only logs a file it fails to open from a worker thread; the iteration just ends."""
+    from rsicrc.rsicrc_qgis import layer_search, search_core
+
+    search_core.check_all_read("l", 5, 5)
+    with pytest.raises(layer_search.SearchProblem, match="Only 3 of the 5 features"):
+        search_core.check_all_read("l", 3, 5)
