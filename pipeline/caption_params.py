@@ -20,6 +20,10 @@ DEFAULT_MODEL = "rogerferrod/RSICRC"
 DEFAULT_CLIP_MODEL = "hf-hub:joaodaniel/RS-M-CLIP"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# The longest text a query may be, for every face (caption --query, search, serve): the RSICRC
+# model reads the first max_len words (tens) of a text and RS-M-CLIP 77 tokens, so a longer text is
+# a paste gone wrong, refused rather than silently cut.
+MAX_TEXT_CHARS = 1000
 # A batch holds batch_size x tile_size^2 pixels of each date, three batches in flight (two in the
 # reader's queue, one in the model): about 18 bytes a pixel. This cap keeps that under 2.5 GB.
 MAX_BATCH_PIXELS = 2 ** 27
@@ -170,6 +174,10 @@ def _checked(opt, value):
         texts = [str(v) for v in value]
         if any(not t.strip() for t in texts):
             raise ParamError(f"{opt.flag} texts must not be empty")
+        longest = max(texts, key=len, default="")
+        if len(longest) > MAX_TEXT_CHARS:
+            raise ParamError(f"{opt.flag} texts may have at most {MAX_TEXT_CHARS:,} characters (the models read "
+                             f"only their first words), got one of {len(longest):,}")
         return texts
     if value is None:
         return None

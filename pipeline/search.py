@@ -12,15 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import gpkg_layer as gl
+from .caption_params import MAX_TEXT_CHARS
 from .errors import BadInput
 from .layer_file import check_writable, field_dtypes, open_layer
 from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
 
 READ_CHUNK = 4096
-# The RSICRC model reads the first max_len words (tens) of a text and RS-M-CLIP 77 tokens; a
-# longer text is a paste gone wrong, refused rather than silently cut.
-MAX_TEXT_CHARS = 1000
 
 
 @dataclass

@@ -15,7 +15,7 @@ import sys
 
 from rsicrc import __version__
 
-from .search import MAX_TEXT_CHARS  # the same bound as `rsicrc search`: the models read only the first words
+from .caption_params import MAX_TEXT_CHARS  # the bound of every query text
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB a request line
 MAX_TEXTS = 256  # texts a request; the dock sends one

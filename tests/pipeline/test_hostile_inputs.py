@@ -317,8 +317,14 @@ def resume_twice(c):
 
 
 def long_query(c):
-    """A 10,000-character query is a query: its field name is cut to a valid length."""
-    text = "new buildings " * 715
+    """A 10,000-character query is a paste gone wrong (the models read its first words): refused,
+    as by `rsicrc search` and `serve`, under the one bound."""
+    return c.caption(None, None, "--query", "new buildings " * 715), Bad("--query", ("at most 1,000 characters",))
+
+
+def longest_query(c):
+    """A query at the bound is a query: its field name is cut to a valid length."""
+    text = ("new buildings " * 72)[:1000]
 
     def check(_):
         name = next(f for f in _fields(c.out) if f.startswith("q_"))
@@ -520,7 +526,7 @@ CASES = [corrupt_bytes, truncated_geotiff, empty_file, text_file, folder_as_inpu
          batch_too_big_for_the_tiles,
          *[tile_size(v) for v in ("0", "16", "1000000000", "abc")],
          overlap_negative, overlap_equal_to_the_tile, batch_size_zero, batch_size_huge, max_nodata_nan,
-         target_resolution_tiny, resume_twice, long_query, sql_looking_query, non_ascii_queries,
+         target_resolution_tiny, resume_twice, long_query, longest_query, sql_looking_query, non_ascii_queries,
          checkpoint_that_runs_code, config_null, config_backbone_list, config_giant_d_model, nan_weights,
          search_sql_field, search_when_without_clip, search_a_raster,
          info_a_text_file, serve_malformed_then_good, resume_if_possible_on_a_foreign_partial, legacy_checkpoint,
