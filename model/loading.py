@@ -109,8 +109,8 @@ def check_is_state_dict(state, path):
 
 
 def check_state_dict(state, expected, path):
-    """Raise ModelLoadError listing missing and unexpected keys and shape mismatches by name."""
-    check_is_state_dict(state, path)
+    """Raise ModelLoadError listing missing and unexpected keys and shape mismatches by name
+    (`state` is a dict of tensors: check_is_state_dict)."""
     missing = expected.keys() - state.keys()
     unexpected = state.keys() - expected.keys()
     shapes = [f"{k} (file {tuple(state[k].shape)}, config {tuple(expected[k].shape)})"

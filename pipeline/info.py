@@ -5,7 +5,7 @@ import numpy as np
 
 from . import gpkg_layer as gl
 from .errors import BadInput
-from .layer_file import open_layer
+from .layer_file import open_layer, read_checked
 
 MODEL_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_source", "clip_model_sha256")
 
@@ -19,18 +19,17 @@ def layer_info(path):
         raise BadInput(f"cannot be read ({gl.layer_error_reason(exc)})", path) from None
     captions = Counter()
     changed = 0
-    try:
-        for _, table in gl.iter_column_batches(path, ["caption", "changed"]):
+    columns = ["caption", "changed"]
+
+    def count():
+        nonlocal changed
+        for _, table in gl.iter_column_batches(path, columns):
             flags = np.asarray([bool(c) for c in table["changed"]], dtype=bool)
             changed += int(flags.sum())
             # A caption emptied by hand (NULL) is not a caption to count.
             captions.update(c for c, f in zip(table["caption"], flags) if f and isinstance(c, str))
-    except gl.LayerError as exc:
-        bad = gl.first_bad_text(path, ["caption", "changed"]) if "UTF-8" in str(exc) else None
-        if bad is not None:
-            raise BadInput(f"the {bad[2]} of tile {bad[1]} (fid {bad[0]}) is not valid UTF-8 text; the layer "
-                           f"was edited outside rsicrc", path) from None
-        raise BadInput(f"its tiles cannot be read ({gl.layer_error_reason(exc)})", path) from None
+
+    read_checked(path, "its tiles cannot be read", columns, count)
     params = meta.get("params") or {}
     skipped = meta.get("skipped_tiles") or []
     # skipped_count counts every skipped tile; skipped_tiles lists at most the first 1000 of them

@@ -7,10 +7,10 @@ wrong (BadInput, exit code 2) instead of failing somewhere inside.
 import json
 import os
 import stat
-import tempfile
 
 from . import gpkg_layer as gl
 from .errors import BadInput
+from .output_file import folder_write_problem
 
 MAX_EMBEDDING_DIM = 65536  # far above any model's; a bigger value is damage, not a model
 # Fields `rsicrc caption` always writes that search and info read.
@@ -145,10 +145,23 @@ def check_writable(path):
                        f"it writable or search a copy", path) from None
     os.close(fd)
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rsicrc-write-test-"):
-            pass
-    except OSError as exc:
-        raise BadInput(f"cannot be written: its folder {folder} is not writable ({exc.strerror or exc}) and "
+    problem = folder_write_problem(folder)
+    if problem:
+        raise BadInput(f"cannot be written: its folder {folder} is not writable ({problem}) and "
                        f"SQLite needs it for its journal, so the score field cannot be added; search a copy "
-                       f"in a writable folder", path) from None
+                       f"in a writable folder", path)
+
+
+def read_checked(path, failure, columns, read):
+    """Run `read()`; a GDAL error becomes BadInput naming the file and saying `failure` with GDAL's
+    reason, or naming the tile whose text in `columns` is not UTF-8 (a hand edit in SQL)."""
+    try:
+        return read()
+    except gl.LayerError as exc:
+        if "UTF-8" in str(exc):
+            bad = gl.first_bad_text(path, columns)
+            if bad is not None:
+                fid, tile_id, column = bad
+                raise BadInput(f"the {column} of tile {tile_id} (fid {fid}) is not valid UTF-8 text; the "
+                               f"layer was edited outside rsicrc", path) from None
+        raise BadInput(f"{failure} ({gl.layer_error_reason(exc)})", path) from None

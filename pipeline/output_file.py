@@ -89,7 +89,9 @@ def check_output(output, inputs, overwrite=False):
         for path in (out, part):
             if os.path.exists(src) and path.exists() and os.path.samefile(src, path):
                 raise BadInput(f"is an input raster ({src}); choose another output", path)
-    _check_writable(out.parent)
+    problem = folder_write_problem(out.parent)
+    if problem:
+        raise BadInput(f"output folder is not writable ({problem})", out.parent)
     if out.exists() and not overwrite and not is_rsicrc_layer(out):
         raise BadInput("exists and is not a layer written by rsicrc; pass --overwrite to replace it or "
                        "choose another output", out)
@@ -98,13 +100,15 @@ def check_output(output, inputs, overwrite=False):
                        f"move it away or choose another output", part)
 
 
-def _check_writable(folder):
-    # os.access says yes to root on a read-only mount; creating a file is the real test.
+def folder_write_problem(folder):
+    """Why no file can be made in `folder` (None when one can). os.access says yes to root on a
+    read-only mount; creating a file is the real test."""
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".rsicrc-write-test-"):
             pass
     except OSError as exc:
-        raise BadInput(f"output folder is not writable ({exc.strerror or exc})", folder) from None
+        return str(exc.strerror or exc)
+    return None
 
 
 def check_replaceable(output, windows=(os.name == "nt")):

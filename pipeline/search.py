@@ -14,7 +14,7 @@ import numpy as np
 from . import gpkg_layer as gl
 from .caption_params import MAX_TEXT_CHARS
 from .errors import BadInput
-from .layer_file import check_writable, field_dtypes, open_layer
+from .layer_file import check_writable, field_dtypes, open_layer, read_checked
 from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
 
@@ -122,27 +122,13 @@ def _check_score_field(layer, name, dtypes):
                            f"--field", layer)
 
 
-def _read(layer, doing, columns, read):
-    """Run `read()`; a GDAL error becomes BadInput naming the file (and the tile whose text is bad)."""
-    try:
-        return read()
-    except gl.LayerError as exc:
-        if "UTF-8" in str(exc):
-            bad = gl.first_bad_text(layer, columns)
-            if bad is not None:
-                fid, tile_id, column = bad
-                raise BadInput(f"the {column} of tile {tile_id} (fid {fid}) is not valid UTF-8 text; the "
-                               f"layer was edited outside rsicrc", layer) from None
-        raise BadInput(f"{doing} failed ({gl.layer_error_reason(exc)})", layer) from None
-
-
 def _hits(layer, fids, scores):
     import shapely
 
     if not len(fids):
         return []
     columns = ["tile_id", "caption"]
-    rows = _read(layer, "reading the best tiles", columns,
+    rows = read_checked(layer, "reading the best tiles failed", columns,
                  lambda: gl.read_columns(layer, columns, fids=fids, geometry=True))
     by_fid = {int(f): i for i, f in enumerate(rows["fid"])}
     hits = []
@@ -198,7 +184,7 @@ def _stored(layer, columns, dim):
                                    f"{exc.detail}: the layer's embeddings do not fit its metadata (edited, or "
                                    f"made by another model)", layer) from None
 
-    _read(layer, "reading the embeddings", ["tile_id"], read)
+    read_checked(layer, "reading the embeddings failed", ["tile_id"], read)
     fids = np.concatenate(fid_parts) if fid_parts else np.zeros(0, np.int64)
     return fids, [np.concatenate(parts[c]) if parts[c] else np.zeros((0, dim), np.float32) for c in columns]
 

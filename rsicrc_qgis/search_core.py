@@ -20,7 +20,6 @@ from .layer_search import SearchProblem, read_embeddings, require_field
 
 MODE_CAPTION = "caption"
 MODE_CLIP = "clip"
-CLIP_FIELDS = CLIP_BLOB_FIELDS  # (BEFORE, AFTER)
 
 
 @dataclass
@@ -66,7 +65,7 @@ def prepare(layer, meta=None, mode=MODE_CAPTION):
         if not source:
             raise SearchProblem(f"Layer \"{layer.name()}\" has no RS-M-CLIP embeddings; caption it "
                                 "with RS-M-CLIP embeddings (--clip) to search in other languages.")
-        for name in CLIP_FIELDS:
+        for name in CLIP_BLOB_FIELDS:
             require_field(fields, name, layer.name())
         prepared = PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "", features,
                                   fields, meta.get("clip_embedding_dim"), layer.featureCount())
@@ -87,7 +86,7 @@ def read_layer(prepared):
     if p.fids is not None:
         return p
     if p.mode == MODE_CLIP:
-        before, after = (read_embeddings(p.features, p.fields, name, p.dim, p.layer_name) for name in CLIP_FIELDS)
+        before, after = (read_embeddings(p.features, p.fields, name, p.dim, p.layer_name) for name in CLIP_BLOB_FIELDS)
         after_fids = set(after.fids)
         common = [f for f in before.fids if f in after_fids]
         if common != before.fids or common != after.fids:
