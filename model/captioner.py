@@ -124,13 +124,10 @@ class Captioner:
     def is_no_change(caption):
         return _change.is_no_change(caption)
 
-    @torch.inference_mode()
     def embed_text(self, texts):
         """Texts -> L2-normalised embeddings (N, d): uni-decoder state at the END token."""
         if isinstance(texts, str):
             texts = [texts]
-        if not texts:
-            return torch.zeros(0, self.embedding_dim)
         limit = self.cfg.max_len
         seqs = []
         for text in texts:
@@ -138,6 +135,20 @@ class Captioner:
             if len(ids) > limit:  # the position table ends at max_len: keep the first words
                 ids = ids[:limit - 1] + [self.vocab.end]
             seqs.append(ids)
+        return self.embed_token_ids(seqs)
+
+    @torch.inference_mode()
+    def embed_token_ids(self, seqs):
+        """Token id sequences ([START] + ids + [END], at most max_len ids each) -> L2-normalised
+        embeddings (N, d): the uni-decoder state at each sequence's last id."""
+        seqs = [list(s) for s in seqs]
+        if not seqs:
+            return torch.zeros(0, self.embedding_dim)
+        for s in seqs:
+            if not 1 <= len(s) <= self.cfg.max_len:
+                raise ValueError(f"a token sequence must hold 1 to {self.cfg.max_len} ids, got {len(s)}")
+            if not all(isinstance(i, int) and 0 <= i < len(self.vocab) for i in s):
+                raise ValueError(f"token ids must be whole numbers below {len(self.vocab)}, got {s}")
         longest = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), longest), self.vocab.pad, dtype=torch.long, device=self.device)
         for i, s in enumerate(seqs):

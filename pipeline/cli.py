@@ -1,4 +1,4 @@
-"""The `rsicrc` command line (`python -m rsicrc`): caption, search, info, serve.
+"""The `rsicrc` command line (`python -m rsicrc`): caption, search, info, serve, evaluate.
 
 Exit codes: 0 ok, 2 bad input (one line naming the file and the problem), 1 any other failure.
 With `--progress json`, errors are also JSON lines on stdout (docs/interfaces.md).
@@ -12,6 +12,7 @@ import traceback
 
 from .caption_params import add_arguments, default_clip_model, default_model, from_args
 from .errors import BadInput, PipelineFailure
+from .evaluate_params import add_arguments as add_evaluate_arguments
 from .progress import JsonReporter, Reporter, make_reporter
 from .tile_reader import GDAL_CACHE_MB
 
@@ -51,6 +52,11 @@ def build_parser():
     i.add_argument("layer", metavar="LAYER.gpkg")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_info)
+
+    v = sub.add_parser("evaluate", help="caption a LEVIR-CC split and score it as the official evaluation")
+    add_evaluate_arguments(v, argparse.ArgumentTypeError)
+    v.add_argument("--progress", choices=["bar", "json"], default="bar")
+    v.set_defaults(func=_evaluate)
 
     w = sub.add_parser("serve", help="search worker: JSON-lines requests on stdin, answers on stdout")
     w.add_argument("--model", default=default_model())
@@ -99,6 +105,16 @@ def _info(args, reporter):
 
     info = layer_info(args.layer)
     print(json.dumps(info, indent=1, allow_nan=False) if args.json else format_info(info))
+    return 0
+
+
+def _evaluate(args, reporter):
+    from .evaluate import run_evaluate
+
+    result = run_evaluate(args.annotations, args.images, args.output, reporter, split=args.split,
+                          model=args.model, device=args.device, batch_size=args.batch_size)
+    if args.progress != "json":  # stdout carries only JSON lines then
+        print(result.report)
     return 0
 
 
