@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qgis python3-qgis python3-venv xvfb
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system-deps test bench demo package clean
+.PHONY: setup system-deps test bench demo package package-upload clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -35,7 +35,12 @@ bench: setup
 demo: setup
 	$(PY) -m rsicrc.pipeline.demo $(if $(MODEL),--model $(MODEL))
 
+# The zip for "Install from ZIP"; package-upload also refuses what plugins.qgis.org would reject
+# (it needs real email/homepage/repository/tracker addresses in metadata.txt first).
 package:
+	$(SYSTEM_PYTHON) tools/package_plugin.py --local dist
+
+package-upload:
 	$(SYSTEM_PYTHON) tools/package_plugin.py dist
 
 clean:

@@ -1,4 +1,4 @@
-"""The `rsicrc` command line (`python -m rsicrc`): caption, search, info, serve, evaluate.
+"""The `rsicrc` command line (`python -m rsicrc`): caption, search, info, serve, evaluate, device.
 
 Exit codes: 0 ok, 2 bad input (one line naming the file and the problem), 1 any other failure.
 With `--progress json`, errors are also JSON lines on stdout (docs/interfaces.md).
@@ -63,6 +63,11 @@ def build_parser():
     w.add_argument("--clip-model", default=default_clip_model())
     w.add_argument("--device", default="auto")
     w.set_defaults(func=_serve)
+
+    d = sub.add_parser("device", help="which device caption would use, or why not the GPU")
+    d.add_argument("--device", default="auto", help="the --device caption would get (default auto)")
+    d.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    d.set_defaults(func=_device)
     return p
 
 
@@ -122,6 +127,14 @@ def _serve(args, reporter):
     from .serve import SearchWorker, serve
 
     return serve(SearchWorker(args.model, args.clip_model, args.device))
+
+
+def _device(args, reporter):
+    from .device_report import build_report, format_report, gather_facts
+
+    report = build_report(gather_facts(args.device))
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report["device"] else 1
 
 
 def _raise_interrupt(signum, frame):

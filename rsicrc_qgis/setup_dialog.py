@@ -1,9 +1,11 @@
 """The live log of "Set up environment" (pip's output as it comes)."""
+import sys
+
 from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QFont
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout
 
-from .setup_environment import SetupEnvironmentTask
+from .setup_environment import SetupEnvironmentTask, environment_cost
 
 
 class SetupDialog(QDialog):
@@ -13,8 +15,8 @@ class SetupDialog(QDialog):
         self.resize(760, 420)
         self.task = SetupEnvironmentTask(venv_dir, requirements, python)
         self.label = QLabel(f"Creating {self.task.venv_dir} and installing "
-                            f"{len(self.task.requirements)} packages (torch alone is large: this "
-                            "takes minutes).")
+                            f"{len(self.task.requirements)} packages and their dependencies "
+                            f"({environment_cost(sys.platform)}; this takes minutes).")
         self.label.setWordWrap(True)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)

@@ -5,19 +5,31 @@ the venv only needs the dependencies pinned in pyproject.toml, shipped inside th
 """
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from . import settings
+from .base_python import NoBasePython, check_given, find_base_python
 from .environment import child_env
 from .worker_process import stop_process
 
 PYPROJECT = settings.PLUGIN_DIR / "pyproject.toml"
+
+# Download and disk cost of the environment (pinned wheels for Python 3.12, decimal GB), as
+# README and metadata.txt state. Linux: wheel sizes from PyPI's file list (torch pulls the CUDA 13
+# runtime); disk: the installed files of those 75 packages in the reference .venv (6.45 GB; `du
+# -sh .venv` says 6.2 GiB). Windows (CPU-only torch from PyPI) and macOS arm64: the same
+# versions' wheels downloaded and unpacked. Measured 2026-12-01.
+ENV_COST = {"linux": "about 3.3 GB to download and 6.5 GB on disk",
+            "win32": "about 0.37 GB to download and 1.0 GB on disk",
+            "darwin": "about 0.38 GB to download and 1.1 GB on disk"}
+
+
+def environment_cost(platform):
+    return ENV_COST.get(platform, ENV_COST["linux"])
 
 
 def pinned_requirements(pyproject=PYPROJECT):
@@ -30,19 +42,17 @@ def pinned_requirements(pyproject=PYPROJECT):
     return re.findall(r"\"([^\"]+)\"", body)
 
 
-def base_python():
-    """A Python to create the venv with: QGIS's own when it is one, else python3 on PATH."""
-    if Path(sys.executable).name.lower().startswith("python"):
-        return sys.executable
-    found = shutil.which("python3") or shutil.which("python")
-    if not found:
-        raise FileNotFoundError("No python3 found on PATH to create the environment with.")
-    return found
+def base_python(python=None, on_probe=None):
+    """The Python to create the venv with (base_python.py searches QGIS's layouts); a given one
+    is checked the same way. Starts each candidate, so call it off the GUI thread."""
+    if python:
+        return check_given(python).path
+    return find_base_python(on_probe=on_probe).path
 
 
-def setup_commands(venv_dir, requirements, python=None):
+def setup_commands(venv_dir, requirements, python):
     venv_py = str(settings.venv_python(venv_dir))
-    commands = [[python or base_python(), "-m", "venv", str(venv_dir)]]
+    commands = [[python, "-m", "venv", str(venv_dir)]]
     if requirements:
         commands += [[venv_py, "-m", "pip", "install", "--upgrade", "pip"],
                      [venv_py, "-m", "pip", "install", *requirements]]
@@ -66,9 +76,14 @@ class SetupEnvironmentTask(QgsTask):
         return str(settings.venv_python(self.venv_dir))
 
     def run(self):
+        def tried(probe):
+            self.logLine.emit(f"{probe.path}: " + (f"Python {'.'.join(map(str, probe.version))}, using it"
+                                                  if probe.ok else probe.problem))
+
         try:
-            commands = setup_commands(self.venv_dir, self.requirements, self.python)
-        except (OSError, ValueError) as exc:
+            python = base_python(self.python, on_probe=tried)
+            commands = setup_commands(self.venv_dir, self.requirements, python)
+        except (NoBasePython, OSError, ValueError) as exc:
             self.error = str(exc)
             return False
         self.venv_dir.parent.mkdir(parents=True, exist_ok=True)
