@@ -18,6 +18,7 @@ class PairResult:
     embeddings: torch.Tensor      # (N, d) float32 CPU, L2-normalised
     change_scores: torch.Tensor   # (N,) float32 CPU in [0, 1]
     changed: list                 # caption is not a "no change" sentence
+    attention: torch.Tensor = None  # with attention=True: (N, h, w) float32 CPU, row 0 at the top
 
 
 def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
@@ -83,8 +84,16 @@ class Captioner:
         return self._normalised_cpu(pooled)
 
     @torch.inference_mode()
-    def _greedy(self, memory, cross_kv=None):
-        return self.net.decoder.greedy(memory, self.vocab.start, self.vocab.end, cross_kv)
+    def _greedy(self, memory, cross_kv=None, attention=False):
+        return self.net.decoder.greedy(memory, self.vocab.start, self.vocab.end, cross_kv, attention)
+
+    def _attention_maps(self, weights):
+        """Token weights (N, h*w) -> maps (N, h, w) on the image grid.
+
+        The visual tokens come from the encoder's map with its spatial axes swapped (token
+        col * h + row), so they are read as (N, w, h) and transposed back."""
+        side = self.cfg.backbone_spec["grid"]
+        return weights.reshape(-1, side, side).transpose(1, 2).contiguous().cpu()
 
     def generate(self, before, after):
         """Greedy token ids per pair: START first, END last when reached."""
@@ -101,17 +110,25 @@ class Captioner:
         return captions, self._normalised_cpu(pooled)
 
     @torch.inference_mode()
-    def describe_pairs(self, before, after):
-        """Captions, embeddings, change scores and the changed flag from one encoder pass."""
+    def describe_pairs(self, before, after, attention=False):
+        """Captions, embeddings, change scores and the changed flag from one encoder pass.
+
+        attention=True adds where the decoder looked: per pair, the mean over its greedy steps
+        of the last cross-attention layer's head-averaged weights, as an image-grid map."""
         memory, pooled = self._encode(before, after)
         cross_kv = self.net.decoder.cross_keys_values(memory)  # shared by decoding and scoring
-        captions = [self.vocab.decode(ids) for ids in self._greedy(memory, cross_kv)]
+        maps = None
+        decoded = self._greedy(memory, cross_kv, attention)
+        if attention:
+            decoded, weights = decoded
+            maps = self._attention_maps(weights)
+        captions = [self.vocab.decode(ids) for ids in decoded]
         changed = [not self.is_no_change(c) for c in captions]
         if self._no_change is not None:
             scores = self._no_change(self.net.decoder, cross_kv).float().cpu()
         else:  # a vocabulary without any "no change" sentence: only the caption can tell
             scores = torch.tensor([1.0 if c else 0.0 for c in changed])
-        return PairResult(captions, self._normalised_cpu(pooled), scores, changed)
+        return PairResult(captions, self._normalised_cpu(pooled), scores, changed, maps)
 
     # -- text -------------------------------------------------------------------------------
     def tokenize(self, text):

@@ -65,6 +65,14 @@ class CachedAttention:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.mha.out_proj(_merge_heads(out))
 
+    @staticmethod
+    def head_mean_weights(q, k):
+        """Softmax weights (B, Lq, M) averaged over heads, in float32: what MultiheadAttention
+        returns with need_weights=True (scaled_dot_product_attention does not give them)."""
+        q, k = q.float(), k.float()
+        logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+        return logits.softmax(dim=-1).mean(dim=1)
+
 
 class DecoderLayer(nn.Module):
     def __init__(self, d_model, heads, prenorm, cross):
@@ -89,11 +97,12 @@ class DecoderLayer(nn.Module):
             return x + fn(norm(x))
         return norm(x + fn(x))
 
-    def forward(self, x, cross_kv=None, cache=None, step=None):
+    def forward(self, x, cross_kv=None, cache=None, step=None, attention=False):
         """Full causal pass when cache is None; else one new position `step` per row.
 
         cross_kv: (k, v) of the visual tokens for this layer; cache: (k_buf, v_buf) of shape
-        (B, H, max_len, head_dim) that this call fills at position `step`.
+        (B, H, max_len, head_dim) that this call fills at position `step`. attention=True
+        (cross layers) also returns the head-averaged cross-attention weights (B, L, M).
         """
         sa = CachedAttention(self.self_attn)
 
@@ -107,10 +116,19 @@ class DecoderLayer(nn.Module):
             return sa.output(q, k_buf[:, :, :step + 1], v_buf[:, :, :step + 1])
 
         x = self._residual(x, self.sa_norm, self_attention)
+        weights = []
         if self.cross_attn is not None:
             ca = CachedAttention(self.cross_attn)
-            x = self._residual(x, self.mha_norm, lambda h: ca.output(ca.query(h), *cross_kv))
-        return self._residual(x, self.ff_norm, self._ff)
+
+            def cross_attention(h):
+                q = ca.query(h)
+                if attention:
+                    weights.append(ca.head_mean_weights(q, cross_kv[0]))
+                return ca.output(q, *cross_kv)
+
+            x = self._residual(x, self.mha_norm, cross_attention)
+        x = self._residual(x, self.ff_norm, self._ff)
+        return (x, weights[0]) if attention else x
 
 
 class CaptionDecoder(nn.Module):
@@ -154,15 +172,22 @@ class CaptionDecoder(nn.Module):
         """Teacher-forced logits (B, L, V) for token ids given visual tokens (B, M, C)."""
         return self.cross_logits(self.text_states(ids), self.cross_keys_values(memory))
 
-    def greedy(self, memory, start_id, end_id, cross_kv=None):
+    def greedy(self, memory, start_id, end_id, cross_kv=None, attention=False):
         """Greedy decoding of every row at once; a row leaves the batch when it emits END.
 
         Returns one list of ids per row: START first, END last when reached, at most max_len
         new ids (as the official loop: the longest prefix fed back is max_len positions).
+        attention=True returns (ids, weights): weights (B, M) float32, per row the mean over its
+        decoding steps, the one that emits END included, of the last cross-attention layer's
+        head-averaged weights over the M visual tokens. That is the official eval.py plot():
+        its last full-prefix pass holds one query per emitted token, and causal masking makes
+        each equal to the step that emitted it.
         """
         n = memory.shape[0]
         device = memory.device
         outputs = [[start_id] for _ in range(n)]
+        weight_sum = memory.new_zeros(n, memory.shape[1], dtype=torch.float32) if attention else None
+        last = len(self.cross_decoder) - 1
         alive = torch.arange(n, device=device)
         if cross_kv is None:
             cross_kv = self.cross_keys_values(memory)
@@ -177,7 +202,11 @@ class CaptionDecoder(nn.Module):
             for i, layer in enumerate(self.uni_decoder):
                 x = layer(x, cache=caches[i], step=step)
             for j, layer in enumerate(self.cross_decoder):
-                x = layer(x, cross_kv=cross_kv[j], cache=caches[len(self.uni_decoder) + j], step=step)
+                x = layer(x, cross_kv=cross_kv[j], cache=caches[len(self.uni_decoder) + j], step=step,
+                          attention=attention and j == last)
+                if attention and j == last:
+                    x, weights = x
+                    weight_sum.index_add_(0, alive, weights[:, -1])
             next_ids = self.lm_head(x[:, -1]).argmax(dim=-1)
             for row, tok in zip(alive.tolist(), next_ids.tolist()):
                 outputs[row].append(tok)
@@ -190,4 +219,7 @@ class CaptionDecoder(nn.Module):
                 caches = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in caches]
                 cross_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cross_kv]
             token = next_ids.unsqueeze(1)
+        if attention:
+            steps = torch.tensor([len(ids) - 1 for ids in outputs], dtype=torch.float32, device=device)
+            return outputs, weight_sum / steps.unsqueeze(1)
         return outputs
