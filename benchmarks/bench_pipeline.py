@@ -17,6 +17,12 @@ the big one is 256 tiles (feasible on a laptop CPU) and both keep the reader's q
 per-tile memory is then the same in both runs and the difference is what grows with the
 raster's size.
 
+Heat map: the cost of --heatmap over caption (goal: under 5 %), the "overhead %" of the
+throughput table's "--heatmap" row: its two parts (the decoder's attention maps, timed as
+greedy decoding with and without them on the same tiles, and the GeoTIFF built from the layer),
+each the best of many alternated timings, over the best plain caption run; the whole-run A/B is
+in the JSON too. `--only heatmap` runs just that row (results in pipeline_heatmap.json).
+
 Sparse mosaic: a 1,000,000 x 1,000,000 px GeoTIFF with no block written (all nodata, 15.3 M tiles
 of 256 px, run with --yes-large) is walked for SPARSE_SECONDS; RSS when the walk starts and at
 its end, and the tiles walked, show that memory does not grow with the number of tiles (no tile
@@ -107,6 +113,89 @@ def _throughput(cap, pair, out_dir, tile, batch, repeats):
             # wall time of the pipeline run spent outside describe_pairs, relative to the time in it
             "outside_model_pct": 100.0 * min(o / (p - o) for o, p in zip(outside_model, pipeline_runs)),
             "pipeline_runs_s": pipeline_runs, "model_runs_s": model_runs}
+
+
+def _heatmap_cost(cap, pair, out_dir, tile, batch, repeats):
+    """The cost of --heatmap over caption on one pair, from its two parts, each the best of many
+    short alternated timings (robust on a shared CPU, where whole-run A/B times swing by 2x):
+    the decoder's attention maps (greedy decoding with and without them, on the same tiles) and
+    the GeoTIFF built from the finished layer; over the best plain caption run. The direct A/B of
+    whole runs (alternated, best of each) is kept too."""
+    import torch
+
+    from rsicrc.pipeline import heatmap as hm
+    from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+    from rsicrc.pipeline.progress import Reporter
+    from rsicrc.pipeline.raster_pair import open_on_grid, plan_pair
+    from rsicrc.pipeline.tiling import tile_grid
+
+    out, heat = Path(out_dir) / "bench_heat.gpkg", Path(out_dir) / "bench_heat.tif"
+    out_maps = Path(out_dir) / "bench_heat_maps.gpkg"
+    plan = plan_pair(*pair, tile_size=tile)
+    tiles = tile_grid(plan.window, tile)
+    with open_on_grid(plan.before, plan.grid) as rb, open_on_grid(plan.after, plan.grid) as ra:
+        before = np.stack([rb.read((t.col, t.row, tile, tile))[0] for t in tiles])
+        after = np.stack([ra.read((t.col, t.row, tile, tile))[0] for t in tiles])
+    with torch.inference_mode():
+        memories = [cap.net.encoder(cap.preprocess(before[s:s + batch]).to(cap.dtype),
+                                    cap.preprocess(after[s:s + batch]).to(cap.dtype))[0]
+                    for s in range(0, len(tiles), batch)]
+
+    def decode(attention):
+        t0 = time.perf_counter()
+        for memory in memories:
+            cap._greedy(memory, attention=attention)
+        return time.perf_counter() - t0
+
+    decode(True)
+    plain_decode, maps_decode = [], []
+    for _ in range(10 * repeats):
+        plain_decode.append(decode(False))
+        maps_decode.append(decode(True))
+
+    runs = {"caption": [], "heatmap": []}
+    for i in range(repeats):
+        for kind in (("caption", "heatmap") if i % 2 == 0 else ("heatmap", "caption")):
+            with_maps = kind == "heatmap"
+            params = CaptionParams(*pair, str(out_maps if with_maps else out), model=cap.source, tile_size=tile,
+                                   batch_size=batch, heatmap=str(heat) if with_maps else None)
+            t0 = time.perf_counter()
+            summary = run_caption(params, Reporter(), captioner=cap)
+            runs[kind].append(time.perf_counter() - t0)
+    builds = []
+    for _ in range(3 * repeats):
+        t0 = time.perf_counter()
+        hm.build_heatmap(out_maps, plan.grid, tiles, 8, str(heat))
+        builds.append(time.perf_counter() - t0)
+    plain_s, heat_s = min(runs["caption"]), min(runs["heatmap"])
+    extra_s = max(0.0, min(maps_decode) - min(plain_decode)) + min(builds)
+    for path in (out, out_maps, heat):
+        path.unlink()
+    n = summary.features
+    return {"tiles": n, "tile_size": tile, "batch_size": batch, "pipeline_tiles_per_s": n / (plain_s + extra_s),
+            "caption_tiles_per_s": n / plain_s, "overhead_pct": 100.0 * extra_s / plain_s,
+            "attention_decode_s": min(maps_decode) - min(plain_decode), "plain_decode_s": min(plain_decode),
+            "geotiff_build_s": min(builds), "repeats": repeats,
+            "ab_overhead_pct": 100.0 * (heat_s / plain_s - 1.0),
+            "caption_runs_s": runs["caption"], "heatmap_runs_s": runs["heatmap"]}
+
+
+def _throughput_rows(throughput):
+    rows = []
+    for k, v in throughput.items():
+        if "caption_tiles_per_s" in v:  # the --heatmap row: its overhead is over plain caption
+            rows.append([k, v["tiles"], v["batch_size"], f"{v['pipeline_tiles_per_s']:.3f}",
+                         f"{v['caption_tiles_per_s']:.3f} (caption)", f"{v['overhead_pct']:+.1f}", "-"])
+        else:
+            rows.append([k, v["tiles"], v["batch_size"], f"{v['pipeline_tiles_per_s']:.3f}",
+                         f"{v['model_tiles_per_s']:.3f}", f"{v['overhead_pct']:+.1f}",
+                         f"{v['outside_model_pct']:.1f}"])
+    return rows
+
+
+THROUGHPUT_HEADER = ["model", "tiles", "batch", "pipeline tiles/s", "model-only tiles/s", "overhead %",
+                     "outside model %"]
+HEATMAP_ROW = "rn50-small --heatmap"
 
 
 def _proc_status_mb(pid, key):
@@ -222,6 +311,7 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="skip the released-size model and the 16384 px pair")
     ap.add_argument("--work", help="folder for generated rasters and checkpoints (default: a temp folder)")
+    ap.add_argument("--only", choices=["heatmap"], help="run only this row (the cost of --heatmap)")
     args = ap.parse_args(argv)
 
     from rsicrc.model import load_model
@@ -230,6 +320,18 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     small = generated_checkpoint("rn50-small")
     results = {"throughput": {}, "memory": {}}
+    if args.only == "heatmap":
+        cap = load_model(str(small), device=args.device)
+        results["throughput"][HEATMAP_ROW] = _heatmap_cost(cap, _pair(work, 1024), work, tile=256, batch=8,
+                                                           repeats=4)
+        print_table("pipeline throughput (model load excluded)", THROUGHPUT_HEADER,
+                    _throughput_rows(results["throughput"]))
+        row = results["throughput"][HEATMAP_ROW]
+        print(f"--heatmap costs {row['overhead_pct']:+.1f} % over caption (goal < 5 %): attention maps "
+              f"{row['attention_decode_s'] * 1000:.0f} ms, GeoTIFF {row['geotiff_build_s'] * 1000:.0f} ms; "
+              f"whole-run A/B {row['ab_overhead_pct']:+.1f} %")
+        write_result("pipeline_heatmap", results)
+        return 0
 
     # Memory first, while this process is small.
     sizes = [2048] if args.quick else [2048, 16384]
@@ -245,6 +347,7 @@ def main(argv=None):
 
     cap = load_model(str(small), device=args.device)
     results["throughput"]["rn50-small"] = _throughput(cap, _pair(work, 1024), work, tile=256, batch=8, repeats=3)
+    results["throughput"][HEATMAP_ROW] = _heatmap_cost(cap, _pair(work, 1024), work, tile=256, batch=8, repeats=4)
     del cap
     if not args.quick:
         full = generated_checkpoint("rn50-full")
@@ -252,12 +355,8 @@ def main(argv=None):
         results["throughput"]["rn50-full"] = _throughput(cap, _pair(work, 512), work, tile=256, batch=2, repeats=2)
         del cap
 
-    print_table("pipeline throughput (model load excluded)",
-                ["model", "tiles", "batch", "pipeline tiles/s", "model-only tiles/s", "overhead %",
-                 "outside model %"],
-                [[k, v["tiles"], v["batch_size"], f"{v['pipeline_tiles_per_s']:.3f}",
-                  f"{v['model_tiles_per_s']:.3f}", f"{v['overhead_pct']:+.1f}", f"{v['outside_model_pct']:.1f}"]
-                 for k, v in results["throughput"].items()])
+    print_table("pipeline throughput (model load excluded)", THROUGHPUT_HEADER,
+                _throughput_rows(results["throughput"]))
     print_table(f"rsicrc caption peak RSS (rn50-small, {RSS_TILE} px tiles, batch 1)",
                 ["pair", "tiles", "peak RSS MB", "seconds"],
                 [[f"{k} px", v["tiles"], f"{v['peak_rss_mb']:.0f}", f"{v['seconds']:.0f}"]

@@ -19,6 +19,9 @@ from dataclasses import MISSING, dataclass, field, fields
 DEFAULT_MODEL = "rogerferrod/RSICRC"
 DEFAULT_CLIP_MODEL = "hf-hub:joaodaniel/RS-M-CLIP"
 DEVICES = ("auto", "cpu", "cuda", "mps")
+ENGINES = ("local", "ray")
+# Options `caption-batch` does not offer: a heat map is one GeoTIFF on one pair's grid.
+BATCH_LEFT_OUT = ("heatmap", "heatmap_scale")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # The longest text a query may be, for every face (caption --query, search, serve): the RSICRC
 # model reads the first max_len words (tens) of a text and RS-M-CLIP 77 tokens, so a longer text is
@@ -46,7 +49,9 @@ class Option:
     flag: str
     label: str
     help: str
-    # text, int, float, bool, texts (repeatable text), bands, device, resume
+    # text, int, float, bool, texts (repeatable text), bands, device, resume, raster_output (a file
+    # the run writes; forms offer a save-file widget, Processing a raster destination), choice (one
+    # of `choices`)
     kind: str
     minimum: float = None
     maximum: float = None
@@ -54,6 +59,7 @@ class Option:
     advanced: bool = False
     form: bool = True  # shown in the dialog and the Processing algorithm
     requires: str = None  # another option that must be on for this one to matter
+    choices: tuple = None  # kind "choice": the accepted values, the first the default
 
 
 def _option(default=MISSING, default_factory=MISSING, **spec):
@@ -86,6 +92,10 @@ class CaptionParams:
     clip: bool = _option(
         False, flag="--clip", kind="bool", label="Also store RS-M-CLIP embeddings",
         help="also store RS-M-CLIP embeddings (multilingual search) and land-cover classes")
+    heatmap: str = _option(
+        None, flag="--heatmap", kind="raster_output", label="Where-changed heat map (GeoTIFF)",
+        help="also write a GeoTIFF of where the model looked to caption each tile (its decoder's attention), "
+             "on BEFORE's grid; empty: none")
     overlap: int = _option(
         0, flag="--overlap", kind="int", label="Tile overlap (px)", minimum=0, maximum=4095, advanced=True,
         help="pixels shared by neighbouring tiles, less than the tile size (default 0)")
@@ -107,6 +117,10 @@ class CaptionParams:
     classes: str = _option(
         None, flag="--classes", kind="text", label="Land-cover classes", advanced=True, requires="clip",
         help='comma-separated class names for --clip, e.g. "forest,water,buildings" (default: a built-in list)')
+    heatmap_scale: int = _option(
+        8, flag="--heatmap-scale", kind="int", label="Heat map pixel (grid pixels)", minimum=1, maximum=256,
+        advanced=True, requires="heatmap",
+        help="heat map pixel side in pixels of BEFORE's grid (default 8: 1/64 of the pixels)")
     yes_large: bool = _option(
         False, flag="--yes-large", kind="bool", label="Run even a very large plan", advanced=True,
         help="run a plan beyond the size limits, which is refused otherwise: more than 10 million tiles, "
@@ -114,6 +128,21 @@ class CaptionParams:
     overwrite: bool = _option(
         False, flag="--overwrite", kind="bool", label="Replace an existing file that rsicrc did not write",
         advanced=True, help="replace OUT even when it exists and is not a layer written by rsicrc")
+    # Where the tiles are captioned (pipeline/ray_engine.py). Not in the forms: the plugin's own
+    # environment installs [project] dependencies only, without Ray; a cluster is a CLI job.
+    engine: str = _option(
+        "local", flag="--engine", kind="choice", choices=ENGINES, label="Engine", advanced=True, form=False,
+        help="local: this process (default); ray: Ray workers, a local Ray or the cluster of --ray-address "
+             "(needs the ray extra: pip install 'rsicrc[ray]')")
+    ray_address: str = _option(
+        None, flag="--ray-address", kind="text", label="Ray cluster address", advanced=True, form=False,
+        help="with --engine ray: join this Ray cluster (e.g. 10.0.0.5:6379 or ray://host:10001, 'auto' for the "
+             "one `ray start` runs here) instead of starting a local Ray")
+    workers: int = _option(
+        None, flag="--workers", kind="int", label="Ray workers", minimum=1, maximum=100000, advanced=True,
+        form=False,
+        help="with --engine ray: model workers (default: one a GPU, else one a CPU of the cluster; a local Ray "
+             "gets this many CPUs)")
     # False: start a new run; True: finish OUT.partial; "auto": finish it only when it holds this
     # same job, else start over (what tools such as the QGIS plugin pass).
     resume: object = _option(
@@ -136,8 +165,16 @@ class CaptionParams:
             raise ParamError(f"--batch-size {self.batch_size} with {self.tile_size} px tiles would hold about "
                              f"{18 * self.batch_size * self.tile_size ** 2 / 1e9:.0f} GB of pixels in memory; "
                              f"use --batch-size {biggest} or less")
+        if self.heatmap_scale > self.tile_size:  # every tile must hold a heat map pixel centre
+            raise ParamError(f"--heatmap-scale must be at most the tile size ({self.tile_size} px), "
+                             f"got {self.heatmap_scale}")
+        if self.heatmap is not None and not self.heatmap.lower().endswith((".tif", ".tiff")):
+            raise ParamError(f"--heatmap must be a GeoTIFF file name ending in .tif, got {self.heatmap!r}")
         if self.classes is not None and not self.clip:
             raise ParamError("--classes needs --clip (the classes come from RS-M-CLIP)")
+        if self.engine != "ray" and (self.ray_address or self.workers is not None):
+            flag = "--ray-address" if self.ray_address else "--workers"
+            raise ParamError(f"{flag} needs --engine ray")
         return self
 
 
@@ -186,8 +223,12 @@ def _checked(opt, value):
     text = str(value)
     if kind == "bands":
         return _bands(opt, text)
+    if kind == "raster_output":
+        return text.strip() or None
     if kind == "device" and not _DEVICE.match(text.strip()):
         raise ParamError(f"{opt.flag} must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    if kind == "choice" and text.strip() not in opt.choices:
+        raise ParamError(f"{opt.flag} must be one of {', '.join(opt.choices)}, got {text!r}")
     return text.strip()
 
 
@@ -225,15 +266,20 @@ def band_list(bands):
 
 # --- the command line -------------------------------------------------------------------------------
 
-def add_arguments(parser, type_error):
+def add_arguments(parser, type_error, pair=True, leave_out=()):
     """Add BEFORE AFTER -o and every run option to an argparse parser.
 
     type_error: the exception argparse expects from a type function (argparse.ArgumentTypeError).
+    pair: False leaves BEFORE AFTER out (caption-batch reads them from a CSV); leave_out: option
+    names not offered.
     """
-    parser.add_argument("before", metavar="BEFORE")
-    parser.add_argument("after", metavar="AFTER")
+    if pair:
+        parser.add_argument("before", metavar="BEFORE")
+        parser.add_argument("after", metavar="AFTER")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.gpkg")
     for name, opt, default in options():
+        if name in leave_out:
+            continue
         dest = dict(dest=name, help=opt.help)
         if opt.kind == "bool":
             parser.add_argument(opt.flag, action="store_true", **dest)
@@ -245,6 +291,8 @@ def add_arguments(parser, type_error):
         elif opt.kind == "texts":
             parser.add_argument(opt.flag, action="append", default=[], metavar="TEXT", **dest)
         else:
+            if opt.kind == "choice":
+                dest["metavar"] = "{" + ",".join(opt.choices) + "}"
             parser.add_argument(opt.flag, type=_argparse_type(opt, type_error), default=default, **dest)
 
 
@@ -259,21 +307,23 @@ def _argparse_type(opt, type_error):
 
 
 def from_args(args):
-    """CaptionParams from an argparse namespace made by a parser with add_arguments."""
+    """CaptionParams from an argparse namespace made by a parser with add_arguments (options it
+    left out keep their defaults)."""
     names = [f.name for f in fields(CaptionParams)]
-    return CaptionParams(**{n: getattr(args, n) for n in names})
+    return CaptionParams(**{n: getattr(args, n) for n in names if hasattr(args, n)})
 
 
 def to_argv(values):
     """The `rsicrc caption` command line for {field: value} (before, after, output and options).
 
-    Options left at None, False or an empty list are not written, so the CLI's own default (e.g.
-    $RSICRC_MODEL) applies.
+    Options left at None, False, an empty list or their first choice are not written, so the CLI's
+    own default (e.g. $RSICRC_MODEL) applies.
     """
     argv = ["caption", str(values["before"]), str(values["after"]), "--output", str(values["output"])]
     for name, opt, _ in options():
         value = values.get(name)
-        if value is None or value is False or value == [] or value == "":
+        if value is None or value is False or value == [] or value == "" or \
+                (opt.kind == "choice" and value == opt.choices[0]):
             continue
         if opt.kind == "resume":
             argv.append(opt.flag + ("-if-possible" if value == "auto" else ""))

@@ -19,6 +19,7 @@ from . import gpkg_layer as gl
 from .caption_params import CaptionParams, ParamError, band_list  # noqa: F401 - CaptionParams: the API
 from .errors import BadInput
 from .gpkg_layer import partial_path
+from .heatmap import build_heatmap, check_heatmap_output
 from .models import load_captioner, load_clip_encoder
 from .output_file import (OutputLock, check_output, check_replaceable, discard_partial, is_rsicrc_layer,
                           move_into_place)
@@ -36,7 +37,15 @@ class RunSummary:
     resumed_tiles: int
 
 
+def source_path(path):
+    """A local path made absolute; a GDAL path (/vsicurl/..., s3://...) as given."""
+    path = str(path)
+    return path if path.startswith("/vsi") or "://" in path else os.path.abspath(path)
+
+
 def _file_stamp(path):
+    if source_path(path) != os.path.abspath(path):  # remote: GDAL reads it, there is nothing to stat
+        return {"path": str(path)}
     st = os.stat(path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -54,13 +63,18 @@ def _fingerprint(p, plan, model_sha=None, clip_sha=None):
         "classes": p.classes if p.clip else None,
         "model_sha256": model_sha,
         "clip_model_sha256": clip_sha,
+        "attention": bool(p.heatmap),
     }
 
 
-def _load_clip(p, classes):
+# Fingerprint keys newer than some partial files: what their absence stands for.
+_ABSENT_FINGERPRINT = {"attention": False}
+
+
+def _load_clip(p, classes, device):
     from .clip_fields import ClipTileAnnotator
 
-    clip = load_clip_encoder(p.clip_model, p.device)
+    clip = load_clip_encoder(p.clip_model, device)
     return clip, ClipTileAnnotator(clip, classes)
 
 
@@ -86,7 +100,8 @@ def _open_resume(part, fingerprint):
         raise BadInput("is not an rsicrc partial layer; rerun without --resume", part)
     # Compare as stored: JSON turns tuples (e.g. stretch limits) into lists.
     fingerprint = json.loads(json.dumps(fingerprint))
-    differing = sorted(k for k, v in fingerprint.items() if v is not None and stored.get(k) != v)
+    differing = sorted(k for k, v in fingerprint.items()
+                       if v is not None and stored.get(k, _ABSENT_FINGERPRINT.get(k)) != v)
     if differing:
         raise BadInput(f"was made by a different job (differs in: {', '.join(differing)}); "
                        f"rerun without --resume to start over", part)
@@ -99,9 +114,15 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
         p.check()
     except ParamError as e:
         raise BadInput(str(e)) from None
+    if p.engine == "ray":
+        from .ray_engine import import_ray
+
+        import_ray()  # before any work: is the extra installed?
     out = str(p.output)
     part = partial_path(out)
     check_output(out, (p.before, p.after), overwrite=p.overwrite)
+    if p.heatmap:
+        check_heatmap_output(p.heatmap, (p.before, p.after), out, overwrite=p.overwrite)
     with OutputLock(out):
         check_replaceable(out)
         return _run_locked(p, reporter, out, part, captioner, clip_annotator)
@@ -137,10 +158,11 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     elif os.path.exists(part):
         reporter.warning(f"{part}: discarding an earlier unfinished run (pass --resume to continue it)")
 
-    cap = captioner or load_captioner(p.model, p.device)
+    # The Ray engine's workers load their own models: here it gives the metadata and the queries.
+    cap = captioner or load_captioner(p.model, "cpu" if p.engine == "ray" else p.device)
     clip = None
     if p.clip and clip_annotator is None:
-        clip, clip_annotator = _load_clip(p, classes)
+        clip, clip_annotator = _load_clip(p, classes, "cpu" if p.engine == "ray" else p.device)
     elif clip_annotator is not None:
         clip = getattr(clip_annotator, "clip", None)
     clip_sha = clip_annotator.metadata().get("clip_model_sha256") if clip_annotator is not None else None
@@ -156,6 +178,8 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
 
     query_fields, query_matrix = _embed_queries(cap, p.queries, reporter)
     fields = list(gl.CORE_FIELDS) + [(name, "real") for name in query_fields] + [("embedding", "blob")]
+    if p.heatmap:
+        fields.append((gl.ATTENTION_FIELD, "blob"))
     if clip_annotator is not None:
         fields += list(clip_annotator.fields)
     writer = gl.LayerWriter(part, plan.grid.crs.to_wkt(), fields)
@@ -175,25 +199,22 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
         writer.set_metadata(metadata)
 
     done = state.done if state is not None else np.zeros(0, dtype=np.int64)
-    skipped = _Skips()
-    count = len(done)
-    appended = 0
+    job = CaptionJob(p, plan, tiles, done, writer, reporter, query_fields, query_matrix, classes,
+                     cap.sha256, clip_sha)
     reporter.start(len(tiles), out)
-    reporter.advance(count, len(tiles))
+    reporter.advance(job.count, len(tiles))
     try:
-        with TileReader(plan, tiles.iter_from(0, done), p.batch_size) as reader:
-            for batch in reader:
-                columns, bounds, new_skips = _describe_batch(batch, cap, plan, p.max_nodata, query_matrix,
-                                                             query_fields, clip_annotator)
-                skipped.extend(new_skips)
-                writer.append(columns, bounds)
-                appended += len(bounds)
-                count += len(batch.tiles)
-                reporter.advance(count, len(tiles))
+        if p.engine == "ray":
+            from .ray_engine import caption_on_ray
+
+            caption_on_ray(job, resumed=state is not None)
+        else:
+            _caption_here(job, cap, clip_annotator)
         features = gl.layer_info(part)["features"]
-        writer.set_metadata({"complete": True, "features": features, "finished": _now(), **skipped.metadata()})
+        writer.set_metadata({"complete": True, "features": features, "finished": _now(),
+                             **job.skipped.metadata()})
     except gl.LayerError as exc:
-        if state is None and not appended:  # nothing of this run to keep
+        if state is None and not job.appended:  # nothing of this run to keep
             discard_partial(part)
             raise BadInput(f"cannot be written ({gl.layer_error_reason(exc)}; is the disk full?)", out) from None
         # Whole batches are in the file (one transaction each): once there is room, --resume goes on.
@@ -203,9 +224,52 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
         if state is None:  # an unreadable input: what this run wrote cannot be resumed usefully
             discard_partial(part)
         raise
+    if p.heatmap:
+        _write_heatmap(p, plan, tiles, part, out, writer)
     move_into_place(part, out)
-    reporter.done(out, features, skipped.count)
-    return RunSummary(out, features, skipped.count, len(tiles), len(done))
+    reporter.done(out, features, job.skipped.count)
+    return RunSummary(out, features, job.skipped.count, len(tiles), len(done))
+
+
+def _caption_here(job, cap, clip_annotator):
+    """The local engine: this process reads the tiles and runs the model, batch after batch."""
+    p = job.params
+    with TileReader(job.plan, job.tiles.iter_from(0, job.done), p.batch_size) as reader:
+        for batch in reader:
+            columns, bounds, skips = _describe_batch(batch, cap, job.plan, p.max_nodata, job.query_matrix,
+                                                     job.query_fields, clip_annotator, bool(p.heatmap))
+            job.write(columns, bounds, skips, len(batch.tiles))
+
+
+@dataclass
+class CaptionJob:
+    """A planned run with its partial layer open: what an engine needs to caption the tiles not yet
+    `done` and hand the results to `write`, whichever process made them."""
+
+    params: CaptionParams
+    plan: object
+    tiles: object  # TileGrid
+    done: np.ndarray  # sorted tile ids already in the partial layer
+    writer: gl.LayerWriter
+    reporter: object
+    query_fields: list
+    query_matrix: object  # (queries, dim) float32 or None
+    classes: object  # parsed --classes (with --clip)
+    model_sha256: str
+    clip_model_sha256: str = None
+
+    def __post_init__(self):
+        self.skipped = _Skips()
+        self.count = len(self.done)  # tiles finished, for progress
+        self.appended = 0  # features this run wrote
+
+    def write(self, columns, bounds, skips, tiles_read):
+        """One transaction of results into the partial layer, and progress."""
+        self.skipped.extend(skips)
+        self.writer.append(columns, bounds)
+        self.appended += len(bounds)
+        self.count += tiles_read
+        self.reporter.advance(self.count, len(self.tiles))
 
 
 class _Skips:
@@ -222,7 +286,8 @@ class _Skips:
         self.listed.extend(skips[:max(0, self.MAX_LISTED - len(self.listed))])
 
     def metadata(self):
-        return {"skipped_count": self.count, "skipped_tiles": self.listed,
+        # In tile order, as the local engine meets them; Ray's workers finish shards in any order.
+        return {"skipped_count": self.count, "skipped_tiles": sorted(self.listed, key=lambda t: t["tile_id"]),
                 "skipped_tiles_listed": len(self.listed)}
 
 
@@ -244,7 +309,20 @@ def _embed_queries(cap, queries, reporter):
     return fields, cap.embed_text(list(queries)).numpy().astype(np.float32)
 
 
-def _describe_batch(batch, cap, plan, max_nodata, query_matrix, query_fields, clip_annotator):
+def _write_heatmap(p, plan, tiles, part, out, writer):
+    """The GeoTIFF from the finished layer's attention maps; its path goes into the metadata."""
+    target = os.path.abspath(p.heatmap)
+    try:
+        build_heatmap(part, plan.grid, tiles, p.heatmap_scale, target,
+                      tags={"RSICRC_LAYER": os.path.abspath(out), "RSICRC_SCALE": str(p.heatmap_scale)})
+    except OSError as exc:
+        # Every tile is in the partial file: a resume writes the heat map without model work.
+        raise BadInput(f"cannot be written ({exc.strerror or exc}; is the disk full?); {part} keeps every tile: "
+                       f"make room and rerun with --resume", p.heatmap) from None
+    writer.set_metadata({"heatmap": target, "heatmap_scale": p.heatmap_scale})
+
+
+def _describe_batch(batch, cap, plan, max_nodata, query_matrix, query_fields, clip_annotator, attention=False):
     """({field: values}, bounds (n, 4), skipped tiles) for one batch of tiles."""
     fraction = batch.nodata_fraction
     # A tile without one valid pixel is never captioned, whatever --max-nodata says.
@@ -255,7 +333,8 @@ def _describe_batch(batch, cap, plan, max_nodata, query_matrix, query_fields, cl
     if keep.size == 0:
         return {}, np.zeros((0, 4)), skips
     before, after = batch.before[keep], batch.after[keep]
-    result = cap.describe_pairs(cap.preprocess(before), cap.preprocess(after))
+    pairs = (cap.preprocess(before), cap.preprocess(after))
+    result = cap.describe_pairs(*pairs, attention=True) if attention else cap.describe_pairs(*pairs)
     emb = result.embeddings.numpy().astype(np.float32)
     tiles = [batch.tiles[i] for i in keep]
     columns = {
@@ -266,6 +345,8 @@ def _describe_batch(batch, cap, plan, max_nodata, query_matrix, query_fields, cl
         "nodata_fraction": fraction[keep].astype(np.float64),
         "embedding": [gl.embedding_blob(e) for e in emb],
     }
+    if attention:
+        columns[gl.ATTENTION_FIELD] = [gl.embedding_blob(m) for m in result.attention.numpy()]
     if query_matrix is not None:
         q_scores = emb @ query_matrix.T
         for k, name in enumerate(query_fields):
@@ -282,7 +363,7 @@ def _metadata(p, plan, cap, query_fields, fingerprint, clip_annotator, clip):
     from rsicrc import __version__
 
     params = {k: v for k, v in asdict(p).items() if k not in ("output",)}
-    params.update(before=os.path.abspath(p.before), after=os.path.abspath(p.after))
+    params.update(before=source_path(p.before), after=source_path(p.after))
     meta = {
         "model_source": cap.source,
         "model_sha256": cap.sha256,

@@ -1,4 +1,4 @@
-"""The `rsicrc` command line (`python -m rsicrc`): caption, search, info, serve, evaluate, device.
+"""The `rsicrc` command line (`python -m rsicrc`): caption, caption-batch, search, info, serve, evaluate, device.
 
 Exit codes: 0 ok, 2 bad input (one line naming the file and the problem), 1 any other failure.
 With `--progress json`, errors are also JSON lines on stdout (docs/interfaces.md).
@@ -10,7 +10,7 @@ import signal
 import sys
 import traceback
 
-from .caption_params import add_arguments, default_clip_model, default_model, from_args
+from .caption_params import BATCH_LEFT_OUT, add_arguments, default_clip_model, default_model, from_args
 from .errors import BadInput, PipelineFailure
 from .evaluate_params import add_arguments as add_evaluate_arguments
 from .progress import JsonReporter, Reporter, make_reporter
@@ -31,6 +31,12 @@ def build_parser():
     add_arguments(c, argparse.ArgumentTypeError)
     c.add_argument("--progress", choices=["bar", "json"], default="bar")
     c.set_defaults(func=_caption)
+
+    b = sub.add_parser("caption-batch", help="caption the BEFORE/AFTER pairs of a CSV into one GeoPackage")
+    b.add_argument("pairs_csv", metavar="PAIRS.csv", help="columns before,after[,name]: paths or URLs GDAL reads")
+    add_arguments(b, argparse.ArgumentTypeError, pair=False, leave_out=BATCH_LEFT_OUT)
+    b.add_argument("--progress", choices=["bar", "json"], default="bar")
+    b.set_defaults(func=_caption_batch)
 
     s = sub.add_parser("search", help="score a layer's tiles against a text from their stored embeddings")
     s.add_argument("layer", metavar="LAYER.gpkg")
@@ -81,6 +87,17 @@ def _caption(args, reporter):
         if os.path.exists(part):
             raise PipelineFailure(f"interrupted; {part} keeps the finished tiles: rerun with --resume") from None
         raise PipelineFailure("interrupted before any tile was written") from None
+    return 0
+
+
+def _caption_batch(args, reporter):
+    from .caption_batch import run_caption_batch
+
+    args.before = args.after = None  # each pair's, from the CSV
+    summary = run_caption_batch(args.pairs_csv, from_args(args), reporter)
+    if summary.bad_pairs:
+        reporter.warning(f"{len(summary.bad_pairs)} of {summary.pairs + len(summary.bad_pairs)} pairs skipped "
+                         f"(listed in the layer's bad_pairs metadata)")
     return 0
 
 

@@ -34,6 +34,10 @@ CORE_FIELDS = [
     ("change_score", "real"),
     ("nodata_fraction", "real"),
 ]
+# With --heatmap: each tile's attention map, (h, w) float32 LE row-major, top row first (pipeline/heatmap.py).
+ATTENTION_FIELD = "attention"
+# Layers of `rsicrc caption-batch`: which pair of the CSV a tile is from (its name, or its row).
+PAIR_FIELD = "pair"
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -107,7 +111,8 @@ def written_by_caption(name):
     """Whether `rsicrc caption` wrote a field of this name (a score must never overwrite it)."""
     from .clip_fields import CLASS_FIELDS, CLIP_BLOB_FIELDS
 
-    written = [f for f, _ in CORE_FIELDS] + ["fid", GEOMETRY_COLUMN, "embedding", *CLIP_BLOB_FIELDS] + \
+    written = [f for f, _ in CORE_FIELDS] + ["fid", GEOMETRY_COLUMN, "embedding", ATTENTION_FIELD, PAIR_FIELD,
+                                              *CLIP_BLOB_FIELDS] + \
         [f for f, _ in CLASS_FIELDS]
     return name.lower() in {f.lower() for f in written}
 

@@ -4,6 +4,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from . import caption_job, protocol
 from .environment import EnvironmentProblem
+from .heatmap_layer import add_with_result, heatmap_layer
+from .result_layer import NotAResultLayer, read_metadata
 from .styling import style_result_layer
 from .worker_process import Canceled, CliFailure
 
@@ -54,6 +56,17 @@ class CaptionTask(QgsTask):
             self.error = CliFailure(f"{type(exc).__name__}: {exc}")
         return False
 
+    def _heatmap(self):
+        """The run's heat map layer (its path is in the result's metadata), None without one."""
+        try:
+            path = read_metadata(self.output).get("heatmap")
+        except NotAResultLayer:
+            return None
+        layer = heatmap_layer(path, self.output) if path else None
+        if path and layer is None:
+            self.warnings.append(f"the heat map {path} cannot be opened")
+        return layer
+
     def finished(self, ok):
         if ok:
             layer = QgsVectorLayer(caption_job.layer_uri(self.output), self.layer_name, "ogr")
@@ -62,7 +75,11 @@ class CaptionTask(QgsTask):
                                                    "opened as a layer.", Qgis.Critical, False)
                 return
             style_result_layer(layer)
-            QgsProject.instance().addMapLayer(layer)
+            heat = self._heatmap()
+            if heat is not None:
+                add_with_result(heat, layer)
+            else:
+                QgsProject.instance().addMapLayer(layer)
             done = self.result.done or {}
             message = (f"{done.get('features', layer.featureCount())} tiles captioned into "
                        f"{self.output}" + (f", {done['skipped']} skipped" if done.get("skipped") else ""))

@@ -3,7 +3,7 @@
 Each widget takes its kind, bounds, label and help from the option's definition, so the dialog
 offers every option the CLI has, with the same defaults and limits.
 """
-from qgis.gui import QgsDoubleSpinBox, QgsSpinBox
+from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsSpinBox
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QPlainTextEdit
 
 from ..pipeline.caption_params import DEVICES
@@ -56,6 +56,12 @@ class OptionWidget:
             edit.setPlaceholderText("optional, one a line: e.g. new buildings")
             edit.setFixedHeight(64)
             return edit
+        if kind == "raster_output":
+            files = QgsFileWidget()
+            files.setStorageMode(QgsFileWidget.SaveFile)
+            files.setFilter("GeoTIFF (*.tif *.tiff)")
+            files.lineEdit().setPlaceholderText("optional: none")
+            return files
         if kind == "device":
             combo = QComboBox()
             combo.addItems(DEVICES)
@@ -76,6 +82,11 @@ class OptionWidget:
             return [q.strip() for q in w.toPlainText().splitlines() if q.strip()]
         if kind == "device":
             return w.currentText()
+        if kind == "raster_output":
+            path = w.filePath().strip()
+            if path and not path.lower().endswith((".tif", ".tiff")):
+                path += ".tif"  # what the file dialog's filter promises
+            return path or None
         return w.text().strip() or None
 
     def set_value(self, value):
@@ -88,11 +99,14 @@ class OptionWidget:
             w.setPlainText("\n".join(value or []))
         elif kind == "device":
             w.setCurrentText(value or DEVICES[0])
+        elif kind == "raster_output":
+            w.setFilePath("" if value is None else str(value))
         else:
             w.setText("" if value is None else str(value))
 
     def connect(self, slot):
         w, kind = self.widget, self.opt.kind
         signal = {"bool": "toggled", "int": "valueChanged", "float": "valueChanged",
-                  "texts": "textChanged", "device": "currentTextChanged"}.get(kind, "textChanged")
+                  "texts": "textChanged", "device": "currentTextChanged",
+                  "raster_output": "fileChanged"}.get(kind, "textChanged")
         getattr(w, signal).connect(slot)

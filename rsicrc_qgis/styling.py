@@ -2,12 +2,18 @@
 
 Low scores are nearly transparent so the imagery underneath stays readable where nothing
 changed; the caption of changed tiles is drawn as a label and every tile shows it as map tip.
+The where-changed heat map (--heatmap) gets the same ramp, from transparent where the model
+did not look to opaque red where it looked most.
 """
 from qgis.core import (
+    QgsColorRampShader,
     QgsFillSymbol,
     QgsGraduatedSymbolRenderer,
     QgsPalLayerSettings,
+    QgsRasterBandStats,
+    QgsRasterShader,
     QgsRendererRange,
+    QgsSingleBandPseudoColorRenderer,
     QgsTextBufferSettings,
     QgsTextFormat,
     QgsVectorLayerSimpleLabeling,
@@ -29,6 +35,45 @@ MAP_TIP = ('<p style="max-width:320px"><b>[% "caption" %]</b><br/>'
 # Long captions would bury the tile: labels keep about two lines, the map tip has the rest.
 LABEL_EXPRESSION = ('CASE WHEN "changed" THEN CASE WHEN length("caption") > 44 '
                     'THEN left("caption", 42) || \'…\' ELSE "caption" END END')
+
+
+# (position from 0 to 1 of the layer's value range, colour, opacity 0-255): transparent to hot.
+HEAT_STOPS = (
+    (0.0, "#ffffb2", 0),
+    (0.25, "#fecc5c", 90),
+    (0.5, "#fd8d3c", 150),
+    (0.75, "#f03b20", 200),
+    (1.0, "#bd0026", 235),
+)
+
+
+def heatmap_renderer(provider, band=1):
+    """Pseudo-colour renderer of an attention heat map, stretched from 0 to the band's maximum."""
+    stats = provider.bandStatistics(band, QgsRasterBandStats.Max)
+    top = stats.maximumValue if stats.maximumValue > 0 else 1.0
+    items = []
+    for position, colour, alpha in HEAT_STOPS:
+        c = QColor(colour)
+        c.setAlpha(alpha)
+        items.append(QgsColorRampShader.ColorRampItem(position * top, c, f"{position * top:.3g}"))
+    ramp = QgsColorRampShader(0.0, top)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList(items)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(provider, band, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(top)
+    return renderer
+
+
+def style_heatmap_layer(layer):
+    """Apply the heat map style to a raster layer (returns False for an invalid layer)."""
+    if layer is None or not layer.isValid():
+        return False
+    layer.setRenderer(heatmap_renderer(layer.dataProvider()))
+    layer.triggerRepaint()
+    return True
 
 
 def score_renderer():

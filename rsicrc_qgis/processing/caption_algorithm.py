@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
@@ -17,7 +18,7 @@ from ...pipeline.caption_params import DEVICES, form_options
 from .. import caption_job, protocol
 from ..environment import EnvironmentProblem
 from ..worker_process import Canceled, CliFailure
-from .layer_post_processor import StyleResultLayer
+from .layer_post_processor import StyleHeatmapLayer, StyleResultLayer
 
 HELP = """Captions what changed between two aligned rasters of the same place, tile by tile, with
 the RSICRC change-captioning model. The output GeoPackage has one polygon per tile with its
@@ -57,6 +58,8 @@ def option_parameter(name, opt, default):
                                              **bounds)
     elif opt.kind == "texts":
         param = QgsProcessingParameterString(key, f"{opt.label}, one a line", multiLine=True, optional=True)
+    elif opt.kind == "raster_output":
+        param = QgsProcessingParameterRasterDestination(key, opt.label, optional=True, createByDefault=False)
     elif opt.kind == "device":
         param = QgsProcessingParameterEnum(key, opt.label, options=list(DEVICES),
                                            defaultValue=DEVICES.index(default))
@@ -84,12 +87,17 @@ def option_value(alg, name, opt, parameters, context):
         return caption_job.parse_queries(alg.parameterAsString(parameters, key, context))
     if opt.kind == "device":
         return DEVICES[alg.parameterAsEnum(parameters, key, context)]
+    if opt.kind == "raster_output":
+        if parameters.get(key) in (None, ""):
+            return None
+        return alg.parameterAsOutputLayer(parameters, key, context).strip() or None
     return alg.parameterAsString(parameters, key, context).strip() or None
 
 
 class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
     BEFORE, AFTER, OUTPUT = "BEFORE", "AFTER", "OUTPUT"
     FEATURES, SKIPPED = "FEATURES", "SKIPPED"
+    HEATMAP = "HEATMAP"  # the --heatmap option's raster destination (pipeline/caption_params.py)
 
     def createInstance(self):
         return CaptionChangesAlgorithm()
@@ -152,5 +160,12 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
         uri = caption_job.layer_uri(output)
         if context.willLoadLayerOnCompletion(destination):
             retarget_loading(context, destination, uri, StyleResultLayer())
-        return {self.OUTPUT: uri, self.FEATURES: done.get("features"),
-                self.SKIPPED: done.get("skipped")}
+        results = {self.OUTPUT: uri, self.FEATURES: done.get("features"), self.SKIPPED: done.get("skipped")}
+        heatmap = values.get("heatmap")
+        if heatmap:
+            results[self.HEATMAP] = heatmap
+            if context.willLoadLayerOnCompletion(heatmap):
+                details = context.layerToLoadOnCompletionDetails(heatmap)
+                details.name = "Where changed"
+                details.setPostProcessor(StyleHeatmapLayer(output))
+        return results

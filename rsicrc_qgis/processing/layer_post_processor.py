@@ -1,6 +1,7 @@
 """Style a result layer once Processing has loaded it into the project (main thread)."""
 from qgis.core import QgsProcessingLayerPostProcessorInterface
 
+from ..heatmap_layer import mark_heatmap, place_heatmaps
 from ..styling import style_result_layer
 
 
@@ -14,7 +15,24 @@ class StyleResultLayer(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - Qt signature
         style_result_layer(layer)
+        place_heatmaps(context.project())
         if self.select_expression and hasattr(layer, "selectByExpression"):
             layer.selectByExpression(self.select_expression)
         if self in StyleResultLayer._keep:
             StyleResultLayer._keep.remove(self)
+
+
+class StyleHeatmapLayer(QgsProcessingLayerPostProcessorInterface):
+    """Style a --heatmap raster and put it below its result layer (`output`, the GeoPackage)."""
+    _keep = []
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+        StyleHeatmapLayer._keep.append(self)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - Qt signature
+        mark_heatmap(layer, self.output)
+        place_heatmaps(context.project())
+        if self in StyleHeatmapLayer._keep:
+            StyleHeatmapLayer._keep.remove(self)

@@ -34,3 +34,29 @@ def test_dialog_checks_pair_and_builds_run(plugin, raster_pair, tmp_path):
         dialog.close()
     finally:
         QgsProject.instance().removeMapLayers([before.id(), after.id()])
+
+
+def test_dialog_offers_the_heatmap_as_a_geotiff_to_save(plugin, raster_pair, tmp_path):
+    from qgis.gui import QgsFileWidget
+
+    before = QgsRasterLayer(str(raster_pair[0]), "before")
+    after = QgsRasterLayer(str(raster_pair[1]), "after")
+    QgsProject.instance().addMapLayers([before, after])
+    try:
+        dialog = plugin.open_caption_dialog()
+        dialog.before_combo.setLayer(before)
+        dialog.after_combo.setLayer(after)
+        dialog.output_widget.setFilePath(str(tmp_path / "out.gpkg"))
+        heat = dialog.options["heatmap"]
+        assert isinstance(heat.widget, QgsFileWidget)
+        assert heat.widget.storageMode() == QgsFileWidget.SaveFile and "*.tif" in heat.widget.filter()
+        assert not dialog.advanced_box.isAncestorOf(heat.widget)  # offered with the everyday options
+        assert not dialog.options["heatmap_scale"].widget.isEnabled()
+        heat.widget.setFilePath(str(tmp_path / "where"))  # the .tif the file dialog's filter promises
+        assert dialog.options["heatmap_scale"].widget.isEnabled()
+        args, _ = dialog.build_args()
+        assert args[args.index("--heatmap") + 1] == str(tmp_path / "where.tif")
+        assert args[args.index("--heatmap-scale") + 1] == "8"
+        dialog.close()
+    finally:
+        QgsProject.instance().removeMapLayers([before.id(), after.id()])

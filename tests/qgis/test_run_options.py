@@ -14,7 +14,7 @@ from rsicrc.pipeline.cli import build_parser
 CHANGED = {"model": "/models/RSICRC", "bands": "4,3,2", "tile_size": 224, "queries": ["new road", "trees"],
            "device": "cpu", "reproject": True, "clip": True, "overlap": 32, "batch_size": 8, "max_nodata": 0.25,
            "target_resolution": 0.75, "clip_model": "/models/RS-M-CLIP", "classes": "forest,water",
-           "yes_large": True, "overwrite": True}
+           "yes_large": True, "overwrite": True, "heatmap": "/maps/where-changed.tif", "heatmap_scale": 4}
 
 
 def _caption_parser():
@@ -78,6 +78,10 @@ def test_processing_parameters_are_built_from_the_options(plugin):
             assert param.defaultValue() == default, name
         elif opt.kind == "bool":
             assert param.defaultValue() == default, name
+        elif opt.kind == "raster_output":  # an optional output of the algorithm, not created unless asked
+            assert param.type() == "rasterDestination" and not param.createByDefault(), name
+            assert param.flags() & QgsProcessingParameterDefinition.FlagOptional, name
+            assert alg.outputDefinition(name.upper()) is not None, name
 
 
 def test_every_option_travels_from_processing_to_the_command(plugin, raster_pair, tmp_path):
@@ -124,6 +128,9 @@ def test_every_option_travels_from_the_dialog_to_the_command(plugin, raster_pair
         dialog.options["clip"].set_value(False)  # its dependants are then off, and not passed
         assert not dialog.options["classes"].widget.isEnabled()
         assert "--classes" not in dialog.build_args()[0]
+        dialog.options["heatmap"].set_value(None)
+        assert not dialog.options["heatmap_scale"].widget.isEnabled()
+        assert not {"--heatmap", "--heatmap-scale"} & set(dialog.build_args()[0])
         dialog.close()
     finally:
         QgsProject.instance().removeMapLayers([before.id(), after.id()])
