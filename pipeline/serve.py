@@ -6,7 +6,9 @@ to stderr. The worker never dies on a bad request: it answers {"ok": false, "err
 
 Every request is bounded before any work: a line is read MAX_LINE_BYTES at most at a time (a
 longer one is skipped to its end unread, not buffered), a request embeds at most MAX_TEXTS texts
-of at most MAX_TEXT_CHARS characters. Answers are strict JSON: never NaN or Infinity.
+of at most MAX_TEXT_CHARS characters, and a caption_at request (the map tool's click,
+pipeline/point_caption.py) describes one window of at most the largest tile size. Answers are
+strict JSON: never NaN or Infinity.
 """
 import contextlib
 import json
@@ -16,6 +18,7 @@ import sys
 from rsicrc import __version__
 
 from .caption_params import MAX_TEXT_CHARS  # the bound of every query text
+from .point_caption import PointCaptioner
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB a request line
 MAX_TEXTS = 256  # texts a request; the dock sends one
@@ -55,6 +58,7 @@ class SearchWorker:
         self.default_clip = clip_model
         self.device = device
         self._models = {}
+        self._points = PointCaptioner(self._model, model, clip_model)
 
     def _model(self, source, clip):
         key = ("clip" if clip else "rsicrc", source)
@@ -73,6 +77,8 @@ class SearchWorker:
         op = request.get("op")
         if op == "ping":
             return {"ok": True, "version": __version__}
+        if op == "caption_at":
+            return self._points.caption_at(request)
         if op == "embed_text":
             texts = request.get("texts")
             _check_texts(texts)  # before any model is loaded or any text embedded
@@ -100,8 +106,8 @@ class SearchWorker:
             return {"ok": True, "embeddings": rows, "unknown_words": unknown, "model_source": model.source,
                     "model_sha256": model.sha256}
         if not isinstance(op, str):
-            raise RequestError("a request needs an 'op' string (embed_text or ping)")
-        raise RequestError(f"unknown op {op[:100]!r} (known: embed_text, ping)")
+            raise RequestError("a request needs an 'op' string (embed_text, caption_at or ping)")
+        raise RequestError(f"unknown op {op[:100]!r} (known: embed_text, caption_at, ping)")
 
 
 def _lines(stream, limit):

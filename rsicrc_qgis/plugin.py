@@ -1,4 +1,4 @@
-"""The plugin object QGIS gets from classFactory: toolbar, menu, dock, Processing provider."""
+"""The plugin object QGIS gets from classFactory: toolbar, menu, docks, map tool, Processing provider."""
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsTask
@@ -6,10 +6,12 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from . import messages, search_worker
+from . import messages, search_worker, settings
 from .caption_dialog import CaptionDialog
 from .caption_task import CaptionTask
+from .click_panel import ClickPanel
 from .environment import check_environment
+from .map_tool import ClickController
 from .processing.provider import RsicrcProvider
 from .search_dock import SearchDock
 from .settings_dialog import SettingsDialog
@@ -26,6 +28,8 @@ class RsicrcPlugin:
         self.actions = []
         self.toolbar = None
         self.dock = None
+        self.click_panel = None
+        self.click = None
         self.tasks = []
         self._setup_dialog = None
         self._env_checked = False
@@ -49,11 +53,16 @@ class RsicrcPlugin:
         self.search_action = QAction(QIcon(str(ICONS / "search.svg")), "Search changes by text", main)
         self.search_action.setObjectName("rsicrcSearchDock")
         self.search_action.setCheckable(True)
+        self.click_action = QAction(QIcon(str(ICONS / "what_changed.svg")), "What changed here?", main)
+        self.click_action.setObjectName("rsicrcWhatChangedHere")
+        self.click_action.setToolTip("RSICRC: click the map to caption the changes in the window around the point")
+        self.click_action.setCheckable(True)
+        self.click_action.triggered.connect(self.toggle_click_tool)
         self.settings_action = QAction("Settings…", main)
         self.settings_action.triggered.connect(self.open_settings)
         self.setup_action = QAction("Set up environment…", main)
         self.setup_action.triggered.connect(self.open_setup)
-        self.actions = [self.caption_action, self.search_action, self.settings_action,
+        self.actions = [self.caption_action, self.search_action, self.click_action, self.settings_action,
                         self.setup_action]
         for action in self.actions:
             self.iface.addPluginToMenu(MENU, action)
@@ -61,6 +70,7 @@ class RsicrcPlugin:
         self.toolbar.setObjectName("RsicrcToolbar")
         self.toolbar.addAction(self.caption_action)
         self.toolbar.addAction(self.search_action)
+        self.toolbar.addAction(self.click_action)
 
         self.dock = SearchDock(self.iface, main)
         self.dock.setToggleVisibilityAction(self.search_action)
@@ -68,11 +78,20 @@ class RsicrcPlugin:
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
+        self.click_panel = ClickPanel(main)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.click_panel)
+        self.click_panel.hide()
+        self.click = ClickController(self.iface.mapCanvas(), self.click_panel, parent=main)
+        self.click.tool.setAction(self.click_action)  # the action is unchecked when another tool takes over
+        self.click.environmentProblem.connect(self.report_environment_problem)
+
     def unload(self):
         for task in list(self.tasks):
             task.cancel()
         if self.dock is not None:
             self.dock.shutdown()
+        if self.click is not None:
+            self.click.shutdown()
         search_worker.close_all()
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
@@ -83,6 +102,12 @@ class RsicrcPlugin:
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None
+        if self.click_panel is not None:
+            self.iface.removeDockWidget(self.click_panel)
+            self.click_panel.deleteLater()
+            self.click_panel = None
+            self.click.deleteLater()
+            self.click = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
@@ -91,6 +116,9 @@ class RsicrcPlugin:
     def open_caption_dialog(self):
         dialog = CaptionDialog(self.iface.mainWindow())
         dialog.runRequested.connect(self.start_caption)
+        # The map tool's panel offers the pair last captioned.
+        dialog.runRequested.connect(lambda *_: settings.save_last_pair(
+            dialog.before_combo.currentLayer().id(), dialog.after_combo.currentLayer().id()))
         self.check_environment_once()
         dialog.show()
         self.caption_dialog = dialog
@@ -120,6 +148,20 @@ class RsicrcPlugin:
             self.iface.showAttributeTable(layer)
             if self.dock is not None:
                 self.dock.set_layer(layer)
+
+    # --- what changed here? ---------------------------------------------------------------
+    def toggle_click_tool(self, checked=True):
+        canvas = self.iface.mapCanvas()
+        if not checked:
+            if canvas.mapTool() is self.click.tool:
+                canvas.unsetMapTool(self.click.tool)
+            return
+        if self.click_panel.isHidden():  # reopened: offer the pair chosen last meanwhile
+            self.click_panel.load_pair()
+        self.click_panel.show()
+        self.click_panel.raise_()
+        canvas.setMapTool(self.click.tool)
+        self.check_environment_once()
 
     # --- environment --------------------------------------------------------------------
     def report_environment_problem(self, message):

@@ -120,6 +120,16 @@ class SearchWorker:
         return self.request({"op": "embed_text", "texts": list(texts), "model": model or None,
                              "clip": bool(clip)}, is_canceled=is_canceled)
 
+    def caption_at(self, before, after, x, y, crs=None, tile_size=256, bands=None, reproject=False, clip=False,
+                   model=None, clip_model=None, classes=None, is_canceled=None):
+        """The caption of the tile-sized window centred on (x, y) (in `crs`, WKT or "EPSG:n"; None:
+        the rasters' own) for the map tool; WorkerError with the worker's message otherwise."""
+        payload = {"op": "caption_at", "before": str(before), "after": str(after), "x": float(x),
+                   "y": float(y), "crs": crs or None, "tile_size": int(tile_size), "bands": bands or None,
+                   "reproject": bool(reproject), "clip": bool(clip), "model": model or None,
+                   "clip_model": clip_model or None, "classes": classes or None}
+        return self.request(payload, is_canceled=is_canceled)
+
     def ping(self, timeout=60):
         return self.request({"op": "ping"}, timeout=timeout)
 

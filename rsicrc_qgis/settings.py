@@ -133,3 +133,13 @@ def save(python=None, model=None, device_name=None, field=None, clip_model=None)
         _set("device", device_name if device_name in DEVICES else DEFAULT_DEVICE)
     if field is not None:
         _set("search_field", field.strip())
+
+
+def last_pair():
+    """(BEFORE layer id, AFTER layer id) last chosen in the caption dialog or the map tool's panel."""
+    return _get("last_before"), _get("last_after")
+
+
+def save_last_pair(before_id, after_id):
+    _set("last_before", before_id)
+    _set("last_after", after_id)

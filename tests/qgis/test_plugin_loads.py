@@ -5,7 +5,7 @@ from qgis.core import QgsApplication
 def test_plugin_from_classfactory_has_toolbar_dock_and_provider(plugin):
     assert type(plugin).__name__ == "RsicrcPlugin"
     toolbar_names = [a.objectName() for a in plugin.toolbar.actions()]
-    assert toolbar_names == ["rsicrcCaptionChanges", "rsicrcSearchDock"]
+    assert toolbar_names == ["rsicrcCaptionChanges", "rsicrcSearchDock", "rsicrcWhatChangedHere"]
     assert not plugin.caption_action.icon().isNull()
     assert plugin.dock is not None and plugin.dock.objectName() == "RsicrcSearchDock"
     provider = QgsApplication.processingRegistry().providerById("rsicrc")

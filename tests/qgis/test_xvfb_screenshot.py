@@ -56,7 +56,7 @@ def test_desktop_qgis_caption_and_screenshot(plugin_parent, worker_env, raster_p
     report = json.loads(report_path.read_text())
     assert "error" not in report, report.get("error")
     assert report["steps"] == ["dialog", "captioned", "searched", "rendered"]
-    assert report["toolbar_actions"] == ["rsicrcCaptionChanges", "rsicrcSearchDock"]
+    assert report["toolbar_actions"] == ["rsicrcCaptionChanges", "rsicrcSearchDock", "rsicrcWhatChangedHere"]
     assert "Caption changes…" in report["plugin_menu"]
     assert report["renderer"] == "graduatedSymbol" and report["features"] >= 2
     assert report["search_ok"] and report["selected"] == 3 and report["selected_at_shot"] == 3
