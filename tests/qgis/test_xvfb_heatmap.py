@@ -1,72 +1,29 @@
 """Desktop QGIS under Xvfb with the plugin: a caption job with a heat map from the toolbar
 dialog, the heat map added styled below the result layer, and a screenshot of the window
 (tests/artifacts/qgis_heatmap.png)."""
-import json
-import os
-import shutil
-import signal
-import subprocess
-from pathlib import Path
-
 import pytest
+from desktop_qgis import ARTIFACTS, assert_window_shot, run_desktop_qgis, sample_pair
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "tests" / "artifacts"
 SHOT = ARTIFACTS / "qgis_heatmap.png"
-SAMPLE = REPO / "resources" / "sample"
 
 
 @pytest.mark.slow
 def test_desktop_qgis_heatmap_screenshot(plugin_parent, worker_env, raster_pair, tmp_path):
-    xvfb = shutil.which("xvfb-run")
-    if xvfb is None:
-        pytest.skip("xvfb-run is not installed (apt-get install xvfb)")
-    qgis = shutil.which("qgis")
-    if qgis is None:
-        pytest.skip("desktop QGIS is not installed")
-    before, after = SAMPLE / "before.tif", SAMPLE / "after.tif"
-    if not (before.is_file() and after.is_file()):
-        before, after = raster_pair
-    profiles = tmp_path / "profiles"
-    ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
-    ini.parent.mkdir(parents=True)
-    ini.write_text("[PythonPlugins]\nrsicrc=true\n\n[qgis]\ncheckVersion=false\ndockAttributeTable=true\n"
-                   "showTips322=false\n")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    if SHOT.exists():
-        SHOT.unlink()
-    report_path = tmp_path / "report.json"
+    before, after = sample_pair(raster_pair)
     heat = tmp_path / "where-changed.tif"
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_parent), RSICRC_TEST_BEFORE=str(before),
-               RSICRC_TEST_AFTER=str(after), RSICRC_TEST_OUTPUT=str(tmp_path / "changes.gpkg"),
-               RSICRC_TEST_HEATMAP=str(heat), RSICRC_TEST_SCREENSHOT=str(SHOT),
-               RSICRC_TEST_REPORT=str(report_path), RSICRC_TEST_WATCHDOG_S="360", **worker_env)
-    for var in ("QT_QPA_PLATFORM", "PYTHONPATH", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"):
-        env.pop(var, None)
-    cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", qgis, "--profiles-path", str(profiles),
-           "--nologo", "--noversioncheck", "--code",
-           str(Path(__file__).with_name("xvfb_heatmap_script.py"))]
-    # Own process group: on a timeout, Xvfb and QGIS go too.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=420)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, stderr = proc.communicate()
-    assert report_path.is_file(), f"no report; exit {proc.returncode}: {stderr[-3000:]}"
-    report = json.loads(report_path.read_text())
-    assert "error" not in report, report.get("error")
+    report = run_desktop_qgis("xvfb_heatmap_script.py", tmp_path, plugin_parent, worker_env, SHOT,
+                              dict(RSICRC_TEST_BEFORE=before, RSICRC_TEST_AFTER=after,
+                                   RSICRC_TEST_OUTPUT=tmp_path / "changes.gpkg", RSICRC_TEST_HEATMAP=heat),
+                              watchdog_s=360, timeout_s=420, docked_table=True)
     assert report["steps"] == ["dialog", "captioned", "rendered"]
     assert report["heatmap_scale_enabled"]
     assert report["args"][report["args"].index("--heatmap") + 1] == str(heat)
     assert report["heat_below_result"], report["tree"]
     assert report["heat_renderer"] == "singlebandpseudocolor"
     assert report["heat_size"] == [128, 128]  # the 1024 px sample at the default scale 8
-    from qgis.PyQt.QtGui import QColor, QImage
+    from qgis.PyQt.QtGui import QColor
 
-    image = QImage(str(SHOT))
-    assert not image.isNull() and image.width() >= 1000 and image.height() >= 700
+    image = assert_window_shot(SHOT)
     # The hot end of the ramp is on screen: some strongly red pixels in the map canvas.
     reds = sum(1 for x in range(0, image.width(), 4) for y in range(0, image.height(), 4)
                if (lambda c: c.red() > 180 and c.green() < 90 and c.blue() < 90)(QColor(image.pixel(x, y))))
