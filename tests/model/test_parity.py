@@ -1,22 +1,8 @@
 """The proof: generated checkpoints of every parity case give the official outputs."""
 import numpy as np
-import pytest
 import torch
 
-from parity_recipe import CASE_NAMES, load_case, pair_inputs
-from rsicrc.model import load_model
-
-CASES = [pytest.param(n, marks=pytest.mark.slow) if n == "rn50-full" else n for n in CASE_NAMES]
 EMBEDDING_TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module", params=CASES)
-def loaded(request, checkpoint_factory):
-    case = load_case(request.param)
-    model = load_model(str(checkpoint_factory(request.param)), device="cpu")
-    before, after = (torch.from_numpy(x) for x in pair_inputs(case))
-    yield case, model, before, after
-    del model
 
 
 def test_token_ids_whole_batch(loaded):
