@@ -18,7 +18,8 @@ import os
 
 from . import gpkg_layer as gl
 from .caption_params import ParamError, band_list
-from .caption_run import _fingerprint, _load_clip, _now, _open_resume, run_caption, source_path
+from .caption_run import (_fingerprint, _load_clip, _now, _open_resume, driver_device, parsed_classes, run_caption,
+                          source_path)
 from .errors import BadInput
 from .models import load_captioner
 from .output_file import OutputLock, check_output, discard_partial, move_into_place
@@ -127,16 +128,10 @@ def _run_locked(pairs_csv, pairs, p, reporter, out):
         raise BadInput(f"not one pair can be captioned ({len(bad)} bad: see the warnings)", pairs_csv)
     os.makedirs(folder, exist_ok=True)
 
-    cap = load_captioner(p.model, "cpu" if p.engine == "ray" else p.device)
+    cap = load_captioner(p.model, driver_device(p))
     clip_annotator = None
     if p.clip:
-        from .clip_fields import parse_classes
-
-        try:
-            classes = parse_classes(p.classes)
-        except ValueError as e:
-            raise BadInput(str(e)) from None
-        _, clip_annotator = _load_clip(p, classes, "cpu" if p.engine == "ray" else p.device)
+        _, clip_annotator = _load_clip(p, parsed_classes(p), driver_device(p))
     ray, started = None, False
     if p.engine == "ray":
         from .ray_engine import connect, import_ray

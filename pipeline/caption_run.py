@@ -71,6 +71,24 @@ def _fingerprint(p, plan, model_sha=None, clip_sha=None):
 _ABSENT_FINGERPRINT = {"attention": False}
 
 
+def driver_device(p):
+    """Where this process loads the models: the Ray engine's workers load their own, so here they
+    only give the metadata and the query embeddings, on the CPU."""
+    return "cpu" if p.engine == "ray" else p.device
+
+
+def parsed_classes(p):
+    """--classes as a list of names (with --clip; None without), or BadInput."""
+    if not p.clip:
+        return None
+    from .clip_fields import parse_classes
+
+    try:
+        return parse_classes(p.classes)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+
+
 def _load_clip(p, classes, device):
     from .clip_fields import ClipTileAnnotator
 
@@ -136,14 +154,7 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
         reporter.warning(note)
     tiles = tile_grid(plan.window, p.tile_size, p.overlap)
 
-    classes = None
-    if p.clip:
-        from .clip_fields import parse_classes
-
-        try:
-            classes = parse_classes(p.classes)
-        except ValueError as e:
-            raise BadInput(str(e)) from None
+    classes = parsed_classes(p)
 
     state = None
     if p.resume:
@@ -158,11 +169,10 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     elif os.path.exists(part):
         reporter.warning(f"{part}: discarding an earlier unfinished run (pass --resume to continue it)")
 
-    # The Ray engine's workers load their own models: here it gives the metadata and the queries.
-    cap = captioner or load_captioner(p.model, "cpu" if p.engine == "ray" else p.device)
+    cap = captioner or load_captioner(p.model, driver_device(p))
     clip = None
     if p.clip and clip_annotator is None:
-        clip, clip_annotator = _load_clip(p, classes, "cpu" if p.engine == "ray" else p.device)
+        clip, clip_annotator = _load_clip(p, classes, driver_device(p))
     elif clip_annotator is not None:
         clip = getattr(clip_annotator, "clip", None)
     clip_sha = clip_annotator.metadata().get("clip_model_sha256") if clip_annotator is not None else None
