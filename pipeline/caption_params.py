@@ -293,10 +293,11 @@ def add_arguments(parser, type_error, pair=True, leave_out=()):
         else:
             if opt.kind == "choice":
                 dest["metavar"] = "{" + ",".join(opt.choices) + "}"
-            parser.add_argument(opt.flag, type=_argparse_type(opt, type_error), default=default, **dest)
+            parser.add_argument(opt.flag, type=argparse_type(opt, type_error), default=default, **dest)
 
 
-def _argparse_type(opt, type_error):
+def argparse_type(opt, type_error):
+    """An argparse `type` that checks one option's value as every face does."""
     def convert(text):
         try:
             return _checked(opt, text)

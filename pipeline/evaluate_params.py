@@ -3,7 +3,7 @@
 
 Standard library only: the CLI builds its parser before torch is imported.
 """
-from .caption_params import ParamError, check_value, options
+from .caption_params import argparse_type, options
 
 SHARED = ("model", "device", "batch_size")
 
@@ -19,15 +19,6 @@ def add_arguments(parser, type_error):
                         help="folder for metrics.json, captions.json and report.md (made when missing)")
     for name, opt, default in options():
         if name in SHARED:
-            parser.add_argument(opt.flag, dest=name, type=_converter(name, opt, type_error), default=default,
+            parser.add_argument(opt.flag, dest=name, type=argparse_type(opt, type_error), default=default,
                                 help=opt.help)
 
-
-def _converter(name, opt, type_error):
-    def convert(text):
-        try:
-            return check_value(name, text)
-        except ParamError as exc:
-            raise type_error(str(exc).replace(f"{opt.flag} ", "", 1)) from None
-    convert.__name__ = opt.kind
-    return convert
