@@ -71,6 +71,9 @@ class CaptionParams:
     before: str
     after: str
     output: str
+    # A time series: dates after AFTER, oldest first (`caption D1 D2 D3 ...`). Interval i is date i
+    # to date i + 1, so BEFORE -> AFTER is interval 0 and a pair is a series of two dates.
+    later: list = field(default_factory=list)
     model: str = _option(
         default_factory=default_model, flag="--model", kind="text", label="Model",
         help="RSICRC model: hub repo id or local folder (default: $RSICRC_MODEL or rogerferrod/RSICRC)")
@@ -149,8 +152,14 @@ class CaptionParams:
         False, flag="--resume", kind="resume", label="Resume", form=False,
         help="finish an interrupted run (OUT.gpkg.partial)")
 
+    @property
+    def dates(self):
+        """Every date of the run, oldest first: [before, after, *later]."""
+        return [self.before, self.after, *self.later]
+
     def check(self):
         """Normalise and check every option; ParamError names the first bad one."""
+        self.later = [str(d) for d in (self.later or [])]
         self.queries = [str(q) for q in (self.queries or [])]
         if self.bands is not None and not isinstance(self.bands, str):
             self.bands = ",".join(str(b) for b in self.bands)
@@ -276,6 +285,9 @@ def add_arguments(parser, type_error, pair=True, leave_out=()):
     if pair:
         parser.add_argument("before", metavar="BEFORE")
         parser.add_argument("after", metavar="AFTER")
+        parser.add_argument("later", nargs="*", metavar="LATER",
+                            help="more dates for a time series, oldest first: each consecutive pair of "
+                                 "dates is an interval captioned on the same tiles")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.gpkg")
     for name, opt, default in options():
         if name in leave_out:
@@ -320,7 +332,8 @@ def to_argv(values):
     Options left at None, False, an empty list or their first choice are not written, so the CLI's
     own default (e.g. $RSICRC_MODEL) applies.
     """
-    argv = ["caption", str(values["before"]), str(values["after"]), "--output", str(values["output"])]
+    argv = ["caption", str(values["before"]), str(values["after"]),
+            *[str(d) for d in values.get("later") or []], "--output", str(values["output"])]
     for name, opt, _ in options():
         value = values.get(name)
         if value is None or value is False or value == [] or value == "" or \
