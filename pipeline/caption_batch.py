@@ -211,7 +211,7 @@ def _merge(done_pairs, bad, pairs_csv, p, out):
             names = [n for n in reader.schema.names if n != geom_name]
             if writer is None:
                 fields = [(n, kinds[str(reader.schema.field(n).type)]) for n in names]
-                core = len(gl.CORE_FIELDS)
+                core = len(gl.CORE_FIELDS) + len(gl.SERIES_FIELDS)
                 fields = fields[:core] + [(gl.PAIR_FIELD, "text")] + fields[core:]
                 writer = gl.LayerWriter(part, g["plan"].grid.crs.to_wkt(), fields)
                 writer.create({"complete": False, "run_fingerprint": {}})

@@ -28,8 +28,12 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # a paste gone wrong, refused rather than silently cut.
 MAX_TEXT_CHARS = 1000
 # A batch holds batch_size x tile_size^2 pixels of each date, three batches in flight (two in the
-# reader's queue, one in the model): about 18 bytes a pixel. This cap keeps that under 2.5 GB.
+# reader's queue, one in the model): about 9 bytes a pixel a date. This cap on the pixels of a
+# pair's batch keeps that under 2.5 GB; a series of n dates may hold n / 2 times as many pixels
+# a batch, so its batches are bounded to the same memory.
 MAX_BATCH_PIXELS = 2 ** 27
+# A series longer than this is more likely a glob gone wrong than a time series.
+MAX_DATES = 100
 
 
 def default_model():
@@ -169,11 +173,14 @@ class CaptionParams:
                 setattr(self, f.name, _checked(opt, getattr(self, f.name)))
         if self.overlap >= self.tile_size:
             raise ParamError(f"--overlap must be smaller than the tile size ({self.tile_size} px), got {self.overlap}")
-        if self.batch_size * self.tile_size ** 2 > MAX_BATCH_PIXELS:
-            biggest = max(1, MAX_BATCH_PIXELS // self.tile_size ** 2)
-            raise ParamError(f"--batch-size {self.batch_size} with {self.tile_size} px tiles would hold about "
-                             f"{18 * self.batch_size * self.tile_size ** 2 / 1e9:.0f} GB of pixels in memory; "
-                             f"use --batch-size {biggest} or less")
+        self._check_dates()
+        dates = len(self.dates)
+        if self.batch_size * self.tile_size ** 2 * dates > 2 * MAX_BATCH_PIXELS:
+            biggest = max(1, 2 * MAX_BATCH_PIXELS // (self.tile_size ** 2 * dates))
+            of = f" of {dates} dates" if dates > 2 else ""
+            raise ParamError(f"--batch-size {self.batch_size} with {self.tile_size} px tiles{of} would hold about "
+                             f"{9 * dates * self.batch_size * self.tile_size ** 2 / 1e9:.0f} GB of pixels in "
+                             f"memory; use --batch-size {biggest} or less")
         if self.heatmap_scale > self.tile_size:  # every tile must hold a heat map pixel centre
             raise ParamError(f"--heatmap-scale must be at most the tile size ({self.tile_size} px), "
                              f"got {self.heatmap_scale}")
@@ -184,7 +191,34 @@ class CaptionParams:
         if self.engine != "ray" and (self.ray_address or self.workers is not None):
             flag = "--ray-address" if self.ray_address else "--workers"
             raise ParamError(f"{flag} needs --engine ray")
+        if self.engine == "ray" and self.later:
+            raise ParamError(f"--engine ray takes two dates for now, got {len(self.dates)}; caption the series "
+                             f"with --engine local")
         return self
+
+    def _check_dates(self):
+        if not self.later:  # a pair: the same file twice is a valid pair (nothing changed)
+            return
+        if len(self.dates) > MAX_DATES:
+            raise ParamError(f"a series takes at most {MAX_DATES} dates, got {len(self.dates)}")
+        for k, date in enumerate(self.later, start=3):
+            if not date.strip():
+                raise ParamError(f"date {k} of the series is an empty path")
+        for k, (first, second) in enumerate(zip(self.dates, self.dates[1:]), start=1):
+            if _same_file(first, second):
+                raise ParamError(f"{second}: is given twice in a row (dates {k} and {k + 1}); each interval of "
+                                 f"a series needs two different dates")
+
+
+def _same_file(a, b):
+    if a is None or b is None:
+        return False
+    if str(a) == str(b):
+        return True
+    try:  # the same local file under two names (a relative path, a link)
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # a missing file, a GDAL path: named by the checks that open them
+        return False
 
 
 def options():

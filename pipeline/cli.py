@@ -24,10 +24,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
 
-    p = _Parser(prog="rsicrc", description="Caption and search changes between two aligned rasters.")
+    p = _Parser(prog="rsicrc", description="Caption and search changes between aligned rasters (a pair, or a "
+                                           "time series of dates).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    c = sub.add_parser("caption", help="caption every tile of a BEFORE/AFTER pair into a GeoPackage")
+    c = sub.add_parser("caption", help="caption every tile of a BEFORE/AFTER pair (or of each interval of "
+                                       "BEFORE AFTER LATER...) into a GeoPackage")
     add_arguments(c, argparse.ArgumentTypeError)
     c.add_argument("--progress", choices=["bar", "json"], default="bar")
     c.set_defaults(func=_caption)

@@ -6,16 +6,18 @@ finds exactly the tiles that are done. GDAL keeps the spatial index, extent and 
 The run metadata is the layer's GDAL metadata (the GeoPackage metadata extension) rather than a
 table of its own, so QGIS sees one layer; one metadata item per key, each value JSON.
 
-Two things GDAL has no call for are plain SQL on the file: the UNIQUE index on tile_id (a tile can
-never be written twice) and the REAL score columns that `rsicrc search` adds and fills (attribute
-columns only; no geometry or GeoPackage system table is touched).
+Three things GDAL has no call for are plain SQL on the file: the UNIQUE index on (tile_id,
+interval) (a tile's interval can never be written twice), the REAL score columns that `rsicrc
+search` adds and fills, and the series fields added to a partial layer of an older version that
+is resumed (attribute columns only; no geometry or GeoPackage system table is touched).
 
-Only json, re and numpy are imported at module level: the QGIS side uses the names and the BLOB
+Only os, json, re and numpy are imported at module level: the QGIS side uses the names and the BLOB
 and metadata encodings here without GDAL's Python wheels.
 """
 import contextlib
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import warnings
@@ -33,6 +35,15 @@ CORE_FIELDS = [
     ("changed", "bool"),
     ("change_score", "real"),
     ("nodata_fraction", "real"),
+]
+# Right after CORE_FIELDS in every caption layer, two dates too: which interval of the series
+# (0 for BEFORE -> AFTER) a feature captions, the base names of its two dates, and per tile the
+# captioned interval with the highest change_score (the same on every feature of the tile).
+SERIES_FIELDS = [
+    ("interval", "int"),
+    ("before_name", "text"),
+    ("after_name", "text"),
+    ("most_changed_interval", "int"),
 ]
 # With --heatmap: each tile's attention map, (h, w) float32 LE row-major, top row first (pipeline/heatmap.py).
 ATTENTION_FIELD = "attention"
@@ -59,6 +70,15 @@ class BlobLengthError(ValueError):
     def __init__(self, row, detail):
         self.row, self.detail = row, detail
         super().__init__(f"embedding of row {row} {detail}")
+
+
+def date_name(path):
+    """What a layer calls a date (before_name, after_name): its file's base name, or the last part
+    of a GDAL path or URL (/vsicurl/https://host/2019.tif -> 2019.tif)."""
+    path = str(path)
+    if path.startswith("/vsi") or "://" in path:
+        return re.split(r"[/\\]", path.split("?", 1)[0].rstrip("/\\"))[-1]
+    return os.path.basename(os.path.normpath(path))
 
 
 def partial_path(output):
@@ -111,9 +131,8 @@ def written_by_caption(name):
     """Whether `rsicrc caption` wrote a field of this name (a score must never overwrite it)."""
     from .clip_fields import CLASS_FIELDS, CLIP_BLOB_FIELDS
 
-    written = [f for f, _ in CORE_FIELDS] + ["fid", GEOMETRY_COLUMN, "embedding", ATTENTION_FIELD, PAIR_FIELD,
-                                              *CLIP_BLOB_FIELDS] + \
-        [f for f, _ in CLASS_FIELDS]
+    written = [f for f, _ in CORE_FIELDS + SERIES_FIELDS + CLASS_FIELDS] + \
+        ["fid", GEOMETRY_COLUMN, "embedding", ATTENTION_FIELD, PAIR_FIELD, *CLIP_BLOB_FIELDS]
     return name.lower() in {f.lower() for f in written}
 
 
@@ -194,10 +213,11 @@ class LayerWriter:
     def create(self, metadata):
         """A new file holding the empty layer and its metadata (values JSON-encoded here)."""
         self._write(self.schema.empty_table(), "creating the layer", False, encode_metadata(metadata))
+        key = "tile_id, interval" if "interval" in {name for name, _ in self.fields} else "tile_id"
         con = sqlite3.connect(self.path)
         try:
             with con:
-                con.execute(f'CREATE UNIQUE INDEX "idx_{LAYER}_tile_id" ON "{LAYER}"(tile_id)')
+                con.execute(f'CREATE UNIQUE INDEX "idx_{LAYER}_tile_id" ON "{LAYER}"({key})')
         finally:
             con.close()
 
@@ -318,14 +338,39 @@ def _never_called(*_):
     raise sqlite3.OperationalError("a score update must not change a tile's geometry or fid")
 
 
-def write_scores(path, field, fids, scores, timeout=30):
-    """Add the REAL column `field` when missing and set it for `fids` (NaN -> NULL), one transaction."""
+def _attribute_update_connection(path, timeout):
     con = sqlite3.connect(str(path), timeout=timeout)
     # GDAL's R-tree triggers name its ST_* SQL functions in clauses that SQLite compiles for every
-    # UPDATE of the table; they only run when a geometry or fid changes, which a score update never
-    # does. The names must exist to compile; calling one would be a bug, so it raises.
+    # UPDATE of the table; they only run when a geometry or fid changes, which an attribute update
+    # never does. The names must exist to compile; calling one would be a bug, so it raises.
     for name in ("ST_IsEmpty", "ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
         con.create_function(name, 1, _never_called)
+    return con
+
+
+_SQL_TYPES = {"int": "INTEGER", "text": "TEXT", "real": "REAL"}
+
+
+def add_fields(path, values, timeout=30):
+    """Add the fields of `values` ([(name, kind, value)], kind int, text or real) that the layer
+    lacks, each set to its value on every feature, in one transaction; the names are ours."""
+    con = _attribute_update_connection(path, timeout)
+    try:
+        with con:
+            have = {r[1].lower() for r in con.execute(f'PRAGMA table_info("{LAYER}")')}
+            for name, kind, value in values:
+                if name.lower() not in have:
+                    con.execute(f'ALTER TABLE "{LAYER}" ADD COLUMN "{name}" {_SQL_TYPES[kind]}')
+                    con.execute(f'UPDATE "{LAYER}" SET "{name}" = ?', (value,))
+    except sqlite3.Error as exc:
+        raise LayerError(f"{path}: adding the fields {', '.join(v[0] for v in values)} failed ({exc})") from None
+    finally:
+        con.close()
+
+
+def write_scores(path, field, fids, scores, timeout=30):
+    """Add the REAL column `field` when missing and set it for `fids` (NaN -> NULL), one transaction."""
+    con = _attribute_update_connection(path, timeout)
     try:
         with con:
             # The name is put in SQL between double quotes: one that could end them is refused here

@@ -8,7 +8,9 @@ h x w cells, clamped at the edges, as torch's bilinear resize of the official pl
 the pixel centres of BEFORE's grid decimated by `scale`; where tiles overlap their values are
 averaged (a pixel across a tile edge takes each tile it meets); pixels that no captioned tile
 covers are nodata. A tile's values sum to 1 over its cells: the map says where in a tile the
-model looked, not how much changed (change_score says that).
+model looked, not how much changed (change_score says that). A time series gets one band an
+interval (band k + 1 is interval k, described "before_name -> after_name"), each built from its
+interval's features exactly as a pair's one band is from its layer.
 
 Memory stays bounded whatever the raster size: the output is built block row by block row
 (BLOCK output rows), each in column chunks of at most CHUNK_COLS, reading from the layer only the
@@ -117,12 +119,17 @@ class _LayerMaps:
         if gl.ATTENTION_FIELD not in columns:
             self.con.close()
             raise BadInput(f"has no {gl.ATTENTION_FIELD} field: it was captioned without --heatmap", self.path)
+        self.has_interval = "interval" in columns
 
-    def read(self, first, stop):
+    def read(self, first, stop, interval=None):
+        """(tile ids, maps) of the tiles [first, stop); `interval`: only that interval's features."""
+        where, args = "", (int(first), int(stop))
+        if interval is not None and self.has_interval:
+            where, args = ' AND "interval" = ?', args + (int(interval),)
         try:
             rows = self.con.execute(
-                f'SELECT tile_id, "{gl.ATTENTION_FIELD}" FROM "{gl.LAYER}" WHERE tile_id >= ? AND tile_id < ? '
-                f'AND "{gl.ATTENTION_FIELD}" IS NOT NULL ORDER BY tile_id', (int(first), int(stop))).fetchall()
+                f'SELECT tile_id, "{gl.ATTENTION_FIELD}" FROM "{gl.LAYER}" WHERE tile_id >= ? AND tile_id < ?{where} '
+                f'AND "{gl.ATTENTION_FIELD}" IS NOT NULL ORDER BY tile_id', args).fetchall()
         except sqlite3.Error as exc:
             raise BadInput(f"cannot read the attention maps ({exc})", self.path) from None
         if not rows:
@@ -175,34 +182,47 @@ def _block_rows_tiles(tile_grid, scale, r0, r1):
     return first_row * ncols, stop_row * ncols
 
 
-def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None):
-    """Write the heat map of the layer's attention maps to `output` (temp files, then a move)."""
+def _write_block_row(dst, band, tile_grid, ids, maps, scale, rows, width):
+    """Heat map rows [r0, r1) of one band from the maps of the tiles crossing them."""
+    from rasterio.windows import Window
+
+    r0, r1 = rows
+    col_of = np.array([tile_grid.tile(int(t)).col for t in ids], dtype=np.int64)
+    for c0 in range(0, width, CHUNK_COLS):
+        c1 = min(c0 + CHUNK_COLS, width)
+        near = (col_of < c1 * scale) & (col_of + tile_grid.size > c0 * scale)
+        total, count = _accumulate(tile_grid, ids[near], maps[near], scale, (r0, r1), (c0, c1))
+        values = np.full(total.shape, NODATA, dtype=np.float32)
+        np.divide(total, count, out=values, where=count > 0, casting="unsafe")
+        dst.write(values, band, window=Window(c0, r0, c1 - c0, r1 - r0))
+
+
+def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=None):
+    """Write the heat map of the layer's attention maps to `output` (temp files, then a move).
+
+    bands: [(interval, description)], one band each from that interval's features; None: one
+    band "attention" from every feature (a pair's layer)."""
     import rasterio
     import rasterio.shutil
-    from rasterio.windows import Window
 
     height, width, transform = heatmap_shape(grid, scale)
     stem = f"{output}.rsicrc-{os.getpid()}"
     tiled, cog = stem + ".tif", stem + "-cog.tif"
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", crs=grid.crs,
+    bands = bands or [(None, "attention")]
+    profile = dict(driver="GTiff", width=width, height=height, count=len(bands), dtype="float32", crs=grid.crs,
                    transform=transform, nodata=NODATA, tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
-                   compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
+                   compress="deflate", predictor=3, interleave="band", BIGTIFF="IF_SAFER")
     maps = _LayerMaps(layer_path)
     try:
         with rasterio.open(tiled, "w", **profile) as dst:
             dst.update_tags(**{TAG: "1", **(tags or {})})
-            dst.set_band_description(1, "attention")
+            for band, (_, description) in enumerate(bands, start=1):
+                dst.set_band_description(band, description)
             for r0 in range(0, height, BLOCK):
                 r1 = min(r0 + BLOCK, height)
-                ids, block_maps = maps.read(*_block_rows_tiles(tile_grid, scale, r0, r1))
-                col_of = np.array([tile_grid.tile(int(t)).col for t in ids], dtype=np.int64)
-                for c0 in range(0, width, CHUNK_COLS):
-                    c1 = min(c0 + CHUNK_COLS, width)
-                    near = (col_of < c1 * scale) & (col_of + tile_grid.size > c0 * scale)
-                    total, count = _accumulate(tile_grid, ids[near], block_maps[near], scale, (r0, r1), (c0, c1))
-                    values = np.full(total.shape, NODATA, dtype=np.float32)
-                    np.divide(total, count, out=values, where=count > 0, casting="unsafe")
-                    dst.write(values, 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                for band, (interval, _) in enumerate(bands, start=1):
+                    ids, block_maps = maps.read(*_block_rows_tiles(tile_grid, scale, r0, r1), interval=interval)
+                    _write_block_row(dst, band, tile_grid, ids, block_maps, scale, (r0, r1), width)
         rasterio.shutil.copy(tiled, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=BLOCK,
                              RESAMPLING="AVERAGE", OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
         os.replace(cog, output)

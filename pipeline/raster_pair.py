@@ -1,10 +1,11 @@
-"""Open and check a BEFORE/AFTER pair, and describe the grid the tiles are cut from.
+"""Open and check a BEFORE/AFTER pair (or a series of dates), and describe the grid the tiles are cut from.
 
 Every check here runs before any model work, so a bad pair fails in a second with a one-line
 BadInput naming the file. The working grid is BEFORE's own grid, or BEFORE's extent resampled
 to --target-resolution. AFTER is read on that grid either directly (same CRS, same pixel size,
 origins a whole number of pixels apart) or through a GDAL warped VRT (--reproject, or when the
-grid is resampled).
+grid is resampled). A time series is checked the same way, date by date: every later date
+against BEFORE (the first date) exactly as AFTER is, and the tiles cover what all dates share.
 
 A warped read takes its validity from an alpha band filled by GDAL's warper (the source's own
 alpha band, else one added to the VRT): the warper folds the source's nodata value, alpha band
@@ -19,6 +20,7 @@ source pixel and averages only valid neighbours into it, so for an opaque source
 or full and nodata_fraction is the share of a tile's pixel centres outside the footprint (the
 rule by which the footprint polygon rasterises); the half only decides semi-transparent alpha.
 """
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -81,9 +83,14 @@ class PairPlan:
     before: SourcePlan
     after: SourcePlan
     warnings: list = field(default_factory=list)
+    later: list = field(default_factory=list)  # SourcePlan of each date after AFTER, oldest first
+
+    @property
+    def dates(self):
+        return [self.before, self.after, *self.later]
 
     def describe(self):
-        return {
+        out = {
             "crs": self.grid.crs.to_string(),
             "transform": list(self.grid.transform)[:6],
             "grid_size": [self.grid.width, self.grid.height],
@@ -92,6 +99,10 @@ class PairPlan:
             "stretch": {"before": self.before.limits, "after": self.after.limits},
             "after_warped": self.after.warp,
         }
+        if self.later:  # only then: a pair's description (and so its run fingerprint) stays as it was
+            out["stretch"]["later"] = [sp.limits for sp in self.later]
+            out["later_warped"] = [sp.warp for sp in self.later]
+        return out
 
 
 def gdal_reason(exc):
@@ -181,16 +192,46 @@ def _overlap_window(grid, bounds):
     return col0, row0, col1 - col0, row1 - row0
 
 
+def _intersect(a, b):
+    col0, row0 = max(a[0], b[0]), max(a[1], b[1])
+    col1, row1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    return col0, row0, col1 - col0, row1 - row0
+
+
+def _shared_window(grid, sources, paths, tile_size):
+    """The grid window every date covers; BadInput names the date that leaves less than a tile."""
+    window = (0, 0, grid.width, grid.height)
+    for src, path in zip(sources[1:], paths[1:]):
+        bounds = src.bounds
+        if src.crs != grid.crs:
+            bounds = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
+        own = _overlap_window(grid, bounds)
+        if own[2] <= 0 or own[3] <= 0:
+            raise BadInput(f"does not overlap BEFORE ({paths[0]})", path)
+        if own[2] < tile_size or own[3] < tile_size:
+            raise BadInput(f"overlaps BEFORE by only {own[2]} x {own[3]} px, smaller than one {tile_size} px tile",
+                           path)
+        window = _intersect(window, own)
+        if window[2] <= 0 or window[3] <= 0:
+            raise BadInput("shares no pixel with the area the earlier dates all cover", path)
+        if window[2] < tile_size or window[3] < tile_size:
+            raise BadInput(f"shares only {window[2]} x {window[3]} px with the area the earlier dates all cover, "
+                           f"smaller than one {tile_size} px tile", path)
+    return window
+
+
 def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=False, target_resolution=None,
-              overlap=0, yes_large=False):
-    """Check the pair and return the PairPlan, or raise BadInput (also for a plan beyond the
-    limits of pipeline/plan_size.py without yes_large)."""
-    before_path, after_path = str(before_path), str(after_path)
-    with _open(before_path) as b, _open(after_path) as a:
-        for src, path in ((b, before_path), (a, after_path)):
+              overlap=0, yes_large=False, later=()):
+    """Check the pair (with `later`: the series BEFORE, AFTER, *later) and return the PairPlan, or
+    raise BadInput (also for a plan beyond the limits of pipeline/plan_size.py without yes_large)."""
+    paths = [str(before_path), str(after_path), *(str(p) for p in later)]
+    before_path = paths[0]
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(_open(path)) for path in paths]
+        for src, path in zip(sources, paths):
             _check_georeferenced(src, path)
-        b_bands = _choose_bands(b, before_path, bands)
-        a_bands = _choose_bands(a, after_path, bands)
+        chosen = [_choose_bands(src, path, bands) for src, path in zip(sources, paths)]
+        b = sources[0]
 
         if target_resolution is not None:
             if target_resolution <= 0:
@@ -204,28 +245,18 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
             transform = Affine(step, 0, b.transform.c, 0, -step, b.transform.f)
             grid = Grid(b.crs, transform, width, height)
             pixel_growth = b.res[0] * b.res[1] / step ** 2
-            warp_before = warp_after = True
+            warps = [True] * len(sources)
         else:
             grid = Grid(b.crs, b.transform, b.width, b.height)
             pixel_growth = 1.0
-            warp_before = False
-            problem = _same_grid_problem(b, a)
-            if problem and not reproject:
-                raise BadInput(f"{problem}; resample it onto BEFORE's grid or pass --reproject", after_path)
-            warp_after = problem is not None
+            warps = [False]
+            for src, path in zip(sources[1:], paths[1:]):
+                problem = _same_grid_problem(b, src)
+                if problem and not reproject:
+                    raise BadInput(f"{problem}; resample it onto BEFORE's grid or pass --reproject", path)
+                warps.append(problem is not None)
 
-        after_bounds = a.bounds
-        if a.crs != grid.crs:
-            after_bounds = transform_bounds(a.crs, grid.crs, *a.bounds, densify_pts=21)
-        window = _overlap_window(grid, after_bounds)
-        if window[2] <= 0 or window[3] <= 0:
-            raise BadInput(f"does not overlap BEFORE ({before_path})", after_path)
-        if window[2] < tile_size or window[3] < tile_size:
-            raise BadInput(
-                f"overlaps BEFORE by only {window[2]} x {window[3]} px, smaller than one {tile_size} px tile",
-                after_path,
-            )
-
+        window = _shared_window(grid, sources, paths, tile_size)
         check_plan_size(len(tile_grid(window, tile_size, overlap)), len(tile_grid(window, tile_size)), pixel_growth,
                         tile_size, yes_large, before_path)
 
@@ -237,18 +268,18 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
                 f"was trained on; captions may be less reliable (--target-resolution resamples)"
             )
 
-        def source(src, path, chosen, warp):
+        def source(src, path, bands_of, warp):
             if warp:
                 offset = (0, 0)
             else:
                 ox, oy = ~src.transform @ (grid.transform.c, grid.transform.f)
                 offset = (int(round(ox)), int(round(oy)))
-            return SourcePlan(path, chosen, src.dtypes[chosen[0] - 1], warp, offset)
+            return SourcePlan(path, bands_of, src.dtypes[bands_of[0] - 1], warp, offset)
 
-        plan = PairPlan(grid, window, source(b, before_path, b_bands, warp_before),
-                        source(a, after_path, a_bands, warp_after), notes)
+        dates = [source(*args) for args in zip(sources, paths, chosen, warps)]
+        plan = PairPlan(grid, window, dates[0], dates[1], notes, dates[2:])
 
-    for sp in (plan.before, plan.after):
+    for sp in plan.dates:
         if any(needs_stretch(d) for d in _dtypes(sp)):
             with open_on_grid(sp, plan.grid) as reader:
                 sp.limits = sample_limits(reader.sample_source, sp.bands, reader.window(plan.window), sp.path)

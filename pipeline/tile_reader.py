@@ -1,10 +1,15 @@
-"""A reader thread that cuts tiles from both dates and hands batches over a bounded queue.
+"""A reader thread that cuts tiles from every date and hands batches over a bounded queue.
+
+Each date's window of a tile is read once per batch, however many intervals it belongs to (a
+middle date of a series is the AFTER of one interval and the BEFORE of the next); the blanking
+of pixels masked on the other date of an interval is done from the kept validity masks.
 
 The queue holds at most `prefetch` batches, so memory stays flat however big the rasters are:
 the reader blocks when the model falls behind. GDAL's block cache is capped for the same reason
 (its default is 5% of RAM). The datasets are opened inside the thread, so no GDAL handle is
 shared between threads.
 """
+import contextlib
 import itertools
 import queue
 import threading
@@ -22,9 +27,72 @@ _END = object()
 @dataclass
 class TileBatch:
     tiles: list  # Tile
-    before: np.ndarray  # uint8 (N,3,T,T)
-    after: np.ndarray
-    nodata_fraction: np.ndarray  # float (N,)
+    dates: list  # per date: uint8 (N,3,T,T), the pixels masked on that date black
+    valid: list  # per date: bool (N,T,T)
+
+    def __post_init__(self):
+        pixels = self.valid[0].shape[1] * self.valid[0].shape[2]
+        # (N, intervals): a pixel masked on either date of an interval is missing from it
+        self.nodata_fractions = np.stack(
+            [1.0 - np.count_nonzero(self.valid[k] & self.valid[k + 1], axis=(1, 2)) / pixels
+             for k in range(self.intervals)], axis=1)
+
+    @property
+    def intervals(self):
+        return len(self.dates) - 1
+
+    def pair(self, interval, index=slice(None)):
+        """(before, after) uint8 of `interval` for the tiles at `index`, a pixel masked on one date
+        black on both, so that the model does not read "image against black" as a change."""
+        k = interval
+        valid = self.valid[k][index] & self.valid[k + 1][index]
+        before, after = self.dates[k][index].copy(), self.dates[k + 1][index].copy()
+        hidden = np.broadcast_to(~valid[:, None], before.shape)
+        before[hidden] = 0
+        after[hidden] = 0
+        return before, after
+
+    def interval_images(self, tiles, intervals):
+        """The images of the pairs (tiles[j], intervals[j]): (uint8 (M,3,T,T), before rows (n,),
+        after rows (n,)), pair j being images[before[j]] -> images[after[j]].
+
+        A date's image of a tile is in `images` once, shared by the two intervals it is in, unless
+        the other date of an interval masks pixels this one has: that interval gets a copy with
+        them blanked (as `pair` blanks them), so each interval sees exactly what a run of its two
+        dates alone would.
+        """
+        index, images = {}, []
+
+        def row(date, other, tile):
+            own = self.valid[date][tile]
+            shared = own & self.valid[other][tile]
+            blanked = not np.array_equal(own, shared)
+            key = (date, tile, other if blanked else None)
+            if key not in index:
+                image = self.dates[date][tile]
+                if blanked:
+                    image = image.copy()
+                    image[:, ~shared] = 0
+                index[key] = len(images)
+                images.append(image)
+            return index[key]
+
+        before = [row(k, k + 1, i) for i, k in zip(tiles, intervals)]
+        after = [row(k + 1, k, i) for i, k in zip(tiles, intervals)]
+        return np.stack(images), np.asarray(before, np.int64), np.asarray(after, np.int64)
+
+    # A pair's batch as it always was: interval 0.
+    @property
+    def before(self):
+        return self.pair(0)[0]
+
+    @property
+    def after(self):
+        return self.pair(0)[1]
+
+    @property
+    def nodata_fraction(self):
+        return self.nodata_fractions[:, 0]
 
 
 class TileReader:
@@ -65,37 +133,30 @@ class TileReader:
 
     def _run(self):
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
-                    open_on_grid(self._plan.before, self._plan.grid) as rb, \
-                    open_on_grid(self._plan.after, self._plan.grid) as ra:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+                readers = [stack.enter_context(open_on_grid(sp, self._plan.grid)) for sp in self._plan.dates]
                 tiles = iter(self._tiles)
                 while not self._stop.is_set():
                     chunk = list(itertools.islice(tiles, self._batch_size))
                     if not chunk:
                         break
-                    if not self._put(self._read_batch(chunk, rb, ra)):
+                    if not self._put(self._read_batch(chunk, *readers)):
                         return
         except BaseException as e:  # handed to the consumer, which re-raises it
             self._error = e
         self._put(_END)
 
     @staticmethod
-    def _read_batch(chunk, rb, ra):
+    def _read_batch(chunk, *readers):
+        """The TileBatch of `chunk`, one GridReader a date, each window read once."""
         size = chunk[0].size
-        before = np.empty((len(chunk), 3, size, size), dtype=np.uint8)
-        after = np.empty_like(before)
-        nodata = np.empty(len(chunk), dtype=np.float64)
+        dates = [np.empty((len(chunk), 3, size, size), dtype=np.uint8) for _ in readers]
+        valid = [np.empty((len(chunk), size, size), dtype=bool) for _ in readers]
         for i, t in enumerate(chunk):
             win = (t.col, t.row, size, size)
-            before[i], valid_b = rb.read(win)
-            after[i], valid_a = ra.read(win)
-            valid = valid_b & valid_a
-            # A pixel missing on one date is blanked on both, so that the model does not read
-            # "image against black" as a change.
-            before[i][:, ~valid] = 0
-            after[i][:, ~valid] = 0
-            nodata[i] = 1.0 - np.count_nonzero(valid) / valid.size
-        return TileBatch(chunk, before, after, nodata)
+            for d, reader in enumerate(readers):
+                dates[d][i], valid[d][i] = reader.read(win)
+        return TileBatch(chunk, dates, valid)
 
     def __iter__(self):
         while True:

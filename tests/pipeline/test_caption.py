@@ -126,7 +126,7 @@ def test_uint16_nodata_stretch_and_skips(tmp_path, captioner):
                                         batch_size=4, max_nodata=0.6), Collect(), captioner=captioner)
     assert (summary.features, summary.skipped) == (3, 1)
     meta = read_metadata(out)
-    assert meta["skipped_tiles"] == [{"tile_id": 0, "row": 0, "col": 0, "nodata_fraction": 1.0}]
+    assert meta["skipped_tiles"] == [{"tile_id": 0, "row": 0, "col": 0, "nodata_fraction": 1.0, "interval": 0}]
     table, _ = read_layer(out)
     assert list(table["tile_id"]) == [1, 2, 3]
     np.testing.assert_allclose(table["nodata_fraction"], [0.0, 0.5, 0.0])
