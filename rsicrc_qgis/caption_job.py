@@ -11,7 +11,7 @@ from qgis.core import QgsProviderRegistry
 
 from ..pipeline.caption_params import CaptionParams, ParamError, options, to_argv
 from ..pipeline.gpkg_layer import LAYER, partial_path
-from . import result_layer, settings
+from . import pair_checks, result_layer, settings
 from .worker_process import run_cli
 
 
@@ -27,6 +27,11 @@ def raster_path(layer, role):
         raise BadParameter(f"{role}: layer \"{layer.name()}\" comes from the {layer.providerType()} "
                            "provider; rsicrc reads files (GeoTIFF and other GDAL rasters).")
     return layer.source()
+
+
+def later_paths(layers):
+    """The GDAL sources of the dates after AFTER (oldest first), each named by its place in the run."""
+    return [raster_path(layer, pair_checks.date_role(index, layer)) for index, layer in enumerate(layers, start=2)]
 
 
 def parse_queries(text):
@@ -80,7 +85,8 @@ def run_values(values):
         raise BadParameter(f"{label}: {exc}" if label else str(exc)) from None
     except TypeError as exc:  # a value of the wrong kind from a caller
         raise BadParameter(str(exc)) from None
-    out = {name: getattr(checked, name) for name in ("before", "after", "output", *(n for n, _, _ in options()))}
+    out = {name: getattr(checked, name)
+           for name in ("before", "after", "later", "output", *(n for n, _, _ in options()))}
     for name, opt, _ in options():
         if opt.requires and not out.get(opt.requires):
             out[name] = None  # not passed: the CLI's own default (e.g. $RSICRC_CLIP_MODEL) stays
@@ -88,7 +94,7 @@ def run_values(values):
 
 
 def caption_args(values):
-    """argv (without the interpreter) for {before, after, output, option: value}."""
+    """argv (without the interpreter) for {before, after, later (list), output, option: value}."""
     return to_argv(run_values(values)) + ["--progress", "json"]
 
 

@@ -6,7 +6,7 @@ from . import caption_job, protocol
 from .environment import EnvironmentProblem
 from .heatmap_layer import add_with_result, heatmap_layer
 from .result_layer import NotAResultLayer, read_metadata
-from .styling import style_result_layer
+from .styling import add_when_changed_view, style_result_layer
 from .worker_process import Canceled, CliFailure
 
 LOG_TAG = "RSICRC"
@@ -80,6 +80,7 @@ class CaptionTask(QgsTask):
                 add_with_result(heat, layer)
             else:
                 QgsProject.instance().addMapLayer(layer)
+            add_when_changed_view(layer)
             done = self.result.done or {}
             message = (f"{done.get('features', layer.featureCount())} tiles captioned into "
                        f"{self.output}" + (f", {done['skipped']} skipped" if done.get("skipped") else ""))

@@ -16,6 +16,10 @@ from qgis.core import QgsProviderRegistry
 from ..pipeline.gpkg_layer import LAYER, decode_metadata
 
 EMBEDDING_FIELD = "embedding"
+# A time series (`caption D1 D2 D3 ...`): every feature is one (tile, interval); the fields and
+# the `intervals` metadata key are those of docs/interfaces.md.
+INTERVAL_FIELD, MOST_CHANGED_FIELD = "interval", "most_changed_interval"
+BEFORE_NAME_FIELD, AFTER_NAME_FIELD = "before_name", "after_name"
 
 
 class NotAResultLayer(Exception):
@@ -112,3 +116,39 @@ def layer_metadata(layer):
 
 def has_clip(meta):
     return bool(meta.get("clip_model_source"))
+
+
+def layer_intervals(layer):
+    """[(interval, before name, after name)] of a caption layer, oldest first; [] without intervals.
+
+    From the run metadata, else (a copy of the layer, say) from the features themselves.
+    """
+    if layer is None or layer.fields().indexOf(INTERVAL_FIELD) < 0:
+        return []
+    try:
+        listed = layer_metadata(layer).get("intervals")
+    except NotAResultLayer:
+        listed = None
+    if isinstance(listed, list) and listed:
+        try:
+            return sorted((int(i["interval"]), str(i["before"]), str(i["after"])) for i in listed)
+        except (KeyError, TypeError, ValueError):
+            pass  # a hand-edited item: the features still say
+    return _intervals_from_features(layer)
+
+
+def _intervals_from_features(layer):
+    from qgis.core import QgsFeatureRequest
+
+    names = [n for n in (BEFORE_NAME_FIELD, AFTER_NAME_FIELD) if layer.fields().indexOf(n) >= 0]
+    out = []
+    for interval in sorted(v for v in layer.uniqueValues(layer.fields().indexOf(INTERVAL_FIELD))
+                           if isinstance(v, int)):
+        request = QgsFeatureRequest().setFilterExpression(f'"{INTERVAL_FIELD}" = {interval}').setLimit(1)
+        request.setFlags(QgsFeatureRequest.NoGeometry)
+        request.setSubsetOfAttributes([INTERVAL_FIELD, *names], layer.fields())
+        feature = next(layer.getFeatures(request), None)
+        pair = [str(feature[n]) if feature is not None and n in names else "?"
+                for n in (BEFORE_NAME_FIELD, AFTER_NAME_FIELD)]
+        out.append((interval, *pair))
+    return out

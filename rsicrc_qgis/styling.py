@@ -3,22 +3,31 @@
 Low scores are nearly transparent so the imagery underneath stays readable where nothing
 changed; the caption of changed tiles is drawn as a label and every tile shows it as map tip.
 The where-changed heat map (--heatmap) gets the same ramp, from transparent where the model
-did not look to opaque red where it looked most.
+did not look to opaque red where it looked most. A time series also gets a "when did it change"
+view: a second layer on the same file, one polygon a tile, coloured by its most changed interval.
 """
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
     QgsFillSymbol,
+    QgsGradientColorRamp,
+    QgsGradientStop,
+    QgsProject,
     QgsGraduatedSymbolRenderer,
     QgsPalLayerSettings,
     QgsRasterBandStats,
     QgsRasterShader,
+    QgsRendererCategory,
     QgsRendererRange,
     QgsSingleBandPseudoColorRenderer,
     QgsTextBufferSettings,
     QgsTextFormat,
+    QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtGui import QColor, QFont
+
+from .result_layer import INTERVAL_FIELD, MOST_CHANGED_FIELD, layer_intervals
 
 SCORE_FIELD = "change_score"
 # (lower, upper, label, colour, fill opacity 0-255): a YlOrRd ramp.
@@ -126,3 +135,76 @@ def style_result_layer(layer, labels=True):
         layer.setLabelsEnabled(True)
     layer.triggerRepaint()
     return True
+
+
+# --- a time series: when did it change? ------------------------------------------------------------
+
+# One feature a tile: the interval in which the tile changed most.
+WHEN_SUBSET = f'"{INTERVAL_FIELD}" = "{MOST_CHANGED_FIELD}"'
+WHEN_SUFFIX = " — when did it change"
+WHEN_PROPERTY = "rsicrc/when_changed_of"  # on the view: the id of the result layer it was made for
+# Oldest interval pale, latest dark (viridis, reversed), so the map reads as a time scale.
+WHEN_RAMP = ("#fde725", "#5ec962", "#21918c", "#3b528b", "#440154")
+WHEN_ALPHA = 170
+WHEN_MAP_TIP = ('<p style="max-width:320px">changed most in <b>[% "before_name" %] → [% "after_name" %]</b>'
+                '<br/>[% "caption" %]<br/>change score: [% format_number("change_score", 2) %]</p>')
+
+
+def interval_label(before, after):
+    return f"{before} → {after}"
+
+
+def when_changed_colours(count):
+    """`count` colours along WHEN_RAMP, oldest first."""
+    stops = [QgsGradientStop(i / (len(WHEN_RAMP) - 1), QColor(c)) for i, c in enumerate(WHEN_RAMP[1:-1], 1)]
+    ramp = QgsGradientColorRamp(QColor(WHEN_RAMP[0]), QColor(WHEN_RAMP[-1]), False, stops)
+    return [ramp.color(i / (count - 1) if count > 1 else 0.0) for i in range(count)]
+
+
+def when_changed_renderer(intervals):
+    """Categories on most_changed_interval, one an interval [(interval, before, after)], labelled
+    "before → after"."""
+    categories = []
+    for (interval, before, after), colour in zip(intervals, when_changed_colours(len(intervals))):
+        outline = colour.darker(140)
+        symbol = QgsFillSymbol.createSimple({
+            "color": f"{colour.red()},{colour.green()},{colour.blue()},{WHEN_ALPHA}",
+            "outline_color": f"{outline.red()},{outline.green()},{outline.blue()},255",
+            "outline_width": "0.26",
+        })
+        categories.append(QgsRendererCategory(interval, symbol, interval_label(before, after)))
+    return QgsCategorizedSymbolRenderer(MOST_CHANGED_FIELD, categories)
+
+
+def when_changed_layer(layer):
+    """The styled "when did it change" view of a result layer, None unless it has several intervals."""
+    if layer is None or layer.fields().indexOf(MOST_CHANGED_FIELD) < 0:
+        return None
+    intervals = layer_intervals(layer)
+    if len(intervals) < 2:
+        return None
+    view = QgsVectorLayer(layer.source(), layer.name() + WHEN_SUFFIX, layer.providerType())
+    if not view.isValid() or not view.setSubsetString(WHEN_SUBSET):
+        return None
+    view.setRenderer(when_changed_renderer(intervals))
+    view.setMapTipTemplate(WHEN_MAP_TIP)
+    view.setDisplayExpression('"caption"')
+    view.setCustomProperty(WHEN_PROPERTY, layer.id())
+    return view
+
+
+def add_when_changed_view(layer, project=None):
+    """Add the view of a time-series result layer just above it in the layer tree; None (nothing
+    added) for a layer of one interval."""
+    project = project or QgsProject.instance()
+    view = when_changed_layer(layer)
+    if view is None:
+        return None
+    node = project.layerTreeRoot().findLayer(layer.id())
+    if node is None:
+        project.addMapLayer(view)
+        return view
+    project.addMapLayer(view, False)
+    parent = node.parent()
+    parent.insertLayer(parent.children().index(node), view)
+    return view

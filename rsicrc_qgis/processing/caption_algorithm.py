@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -15,7 +16,7 @@ from qgis.core import (
 )
 
 from ...pipeline.caption_params import DEVICES, form_options
-from .. import caption_job, protocol
+from .. import caption_job, pair_checks, protocol
 from ..environment import EnvironmentProblem
 from ..worker_process import Canceled, CliFailure
 from .layer_post_processor import StyleHeatmapLayer, StyleResultLayer
@@ -25,8 +26,17 @@ the RSICRC change-captioning model. The output GeoPackage has one polygon per ti
 caption, a change score (near 0: nothing changed), a score per query and the pair embedding
 that the "Search changes by text" algorithm and the search dock use.
 
+Later rasters (optional, oldest first) make a time series: every interval (BEFORE to AFTER,
+AFTER to the first later raster, ...) is captioned on the same tiles into the one layer, with
+its number in the "interval" field, and "most_changed_interval" says per tile when it changed
+most; the result then also gets a "when did it change" layer.
+
 The model runs in a separate Python environment (RSICRC settings, or the RSICRC_PYTHON
 environment variable). Cancelling stops it; running again with the same output resumes."""
+
+
+LATER_HELP = ("more dates after AFTER for a time series, oldest first: each raster is captioned against the "
+              "one before it on the same tiles (interval 1 is AFTER to the first of these, and so on)")
 
 
 def retarget_loading(context, destination, uri, post_processor):
@@ -95,7 +105,7 @@ def option_value(alg, name, opt, parameters, context):
 
 
 class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
-    BEFORE, AFTER, OUTPUT = "BEFORE", "AFTER", "OUTPUT"
+    BEFORE, AFTER, LATER, OUTPUT = "BEFORE", "AFTER", "LATER", "OUTPUT"
     FEATURES, SKIPPED = "FEATURES", "SKIPPED"
     HEATMAP = "HEATMAP"  # the --heatmap option's raster destination (pipeline/caption_params.py)
 
@@ -114,12 +124,31 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "BEFORE raster"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "AFTER raster"))
+        later = QgsProcessingParameterMultipleLayers(
+            self.LATER, "Later rasters, oldest first (a time series)", QgsProcessing.TypeRaster, optional=True)
+        later.setHelp(LATER_HELP)
+        self.addParameter(later)
         for name, opt, default in form_options():
             self.addParameter(option_parameter(name, opt, default))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Captioned changes", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Tiles captioned"))
         self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, "Tiles skipped"))
+
+    def later_layers(self, parameters, context):
+        """The LATER rasters in the order given; BadParameter names one that cannot be opened
+        (Processing would drop it from the list, and the series would silently skip a date)."""
+        given = parameters.get(self.LATER)
+        if given in (None, "", []):
+            return []
+        layers = []
+        for index, entry in enumerate(given if isinstance(given, (list, tuple)) else [given], start=2):
+            found = self.parameterAsLayerList({self.LATER: entry}, self.LATER, context)
+            if not found:
+                raise caption_job.BadParameter(f"{pair_checks.date_role(index)} (LATER): {entry} is not a "
+                                               "raster layer QGIS can open.")
+            layers += found
+        return layers
 
     def processAlgorithm(self, parameters, context, feedback):
         try:
@@ -128,6 +157,7 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
                 self.parameterAsRasterLayer(parameters, self.BEFORE, context), "BEFORE")
             values["after"] = caption_job.raster_path(
                 self.parameterAsRasterLayer(parameters, self.AFTER, context), "AFTER")
+            values["later"] = caption_job.later_paths(self.later_layers(parameters, context))
             destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
             values["output"] = output = caption_job.output_path(destination)
             args = caption_job.caption_args(values)
@@ -159,7 +189,7 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
                           f"{done.get('skipped', 0)} skipped")
         uri = caption_job.layer_uri(output)
         if context.willLoadLayerOnCompletion(destination):
-            retarget_loading(context, destination, uri, StyleResultLayer())
+            retarget_loading(context, destination, uri, StyleResultLayer(when_view=True))
         results = {self.OUTPUT: uri, self.FEATURES: done.get("features"), self.SKIPPED: done.get("skipped")}
         heatmap = values.get("heatmap")
         if heatmap:

@@ -2,19 +2,24 @@
 from qgis.core import QgsProcessingLayerPostProcessorInterface
 
 from ..heatmap_layer import mark_heatmap, place_heatmaps
-from ..styling import style_result_layer
+from ..styling import add_when_changed_view, style_result_layer
 
 
 class StyleResultLayer(QgsProcessingLayerPostProcessorInterface):
     _keep = []  # Processing does not own post-processors; keep them alive until used
 
-    def __init__(self, select_expression=None):
+    def __init__(self, select_expression=None, when_view=False):
+        """when_view: also add the "when did it change" view of a time series (a caption run's
+        output; a search's scored copy goes without)."""
         super().__init__()
         self.select_expression = select_expression
+        self.when_view = when_view
         StyleResultLayer._keep.append(self)
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - Qt signature
         style_result_layer(layer)
+        if self.when_view:
+            add_when_changed_view(layer, context.project())
         place_heatmaps(context.project())
         if self.select_expression and hasattr(layer, "selectByExpression"):
             layer.selectByExpression(self.select_expression)

@@ -57,7 +57,8 @@ def test_the_cli_refuses_what_the_option_refuses(name, bad):
 
 
 def test_to_argv_round_trips_through_the_cli():
-    values = {"before": "b.tif", "after": "a.tif", "output": "o.gpkg", **CHANGED, "resume": "auto"}
+    values = {"before": "b.tif", "after": "a.tif", "later": ["c.tif", "d.tif"], "output": "o.gpkg", **CHANGED,
+              "resume": "auto"}
     params = _parsed(cp.to_argv(values))
     for name, value in values.items():
         assert getattr(params, name) == value, name
@@ -97,11 +98,13 @@ def test_every_option_travels_from_processing_to_the_command(plugin, raster_pair
     context = QgsProcessingContext()
     values = {name: option_value(alg, name, opt, parameters, context) for name, opt, _ in cp.form_options()}
     out = str(tmp_path / "o.gpkg")
+    later = alg.later_layers({"LATER": [str(raster_pair[0]), str(raster_pair[1])]}, context)
     argv = caption_job.caption_args({**values, "before": str(raster_pair[0]), "after": str(raster_pair[1]),
-                                     "output": out})
+                                     "later": caption_job.later_paths(later), "output": out})
     params = _parsed(argv)
     for name, value in CHANGED.items():
         assert getattr(params, name) == value, name
+    assert params.later == [str(raster_pair[0]), str(raster_pair[1])]
     assert params.resume is False and argv[-2:] == ["--progress", "json"]
 
 
@@ -121,10 +124,12 @@ def test_every_option_travels_from_the_dialog_to_the_command(plugin, raster_pair
         for name, widget in dialog.options.items():
             widget.set_value(CHANGED[name])
         dialog.output_widget.setFilePath(str(tmp_path / "o.gpkg"))
+        dialog.add_later(before)  # a series that comes back: BEFORE, AFTER, BEFORE
         args, output = dialog.build_args()
         params = _parsed(args)
         for name, value in CHANGED.items():
             assert getattr(params, name) == value, name
+        assert params.later == [str(raster_pair[0])]
         dialog.options["clip"].set_value(False)  # its dependants are then off, and not passed
         assert not dialog.options["classes"].widget.isEnabled()
         assert "--classes" not in dialog.build_args()[0]
