@@ -59,6 +59,11 @@ class Captioner:
     def embedding_dim(self):
         return self.cfg.d_model
 
+    @property
+    def precision(self):
+        """The number format as the run options name it: fp32, bf16 or fp16."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
     # -- images -----------------------------------------------------------------------------
     def preprocess(self, images):
         """uint8 RGB (N, 3, H, W) -> float32 (N, 3, 224, 224) on the model's device."""

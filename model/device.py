@@ -26,8 +26,18 @@ def resolve_device(device="auto"):
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
 
 
+def cpu_has_bf16():
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without it torch emulates
+    bf16 on the CPU, slower than fp32, so bf16 is refused there."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(probe()) for probe in probes if probe is not None)
+    except RuntimeError:
+        return False
+
+
 def resolve_dtype(dtype, device):
-    """Half precision only on a GPU; on the CPU the model always runs in float32."""
+    """fp32 unless asked: fp16 and bf16 on a GPU, bf16 also on a CPU that computes it natively."""
     if isinstance(dtype, torch.dtype):
         chosen = dtype
     else:
@@ -35,6 +45,10 @@ def resolve_dtype(dtype, device):
         if key not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use fp32, fp16 or bf16")
         chosen = DTYPES[key] or torch.float32
-    if chosen != torch.float32 and device.type == "cpu":
-        raise ValueError(f"{dtype} runs only on a GPU; on the CPU use fp32 (the default)")
+    if device.type == "cpu":
+        if chosen == torch.float16:
+            raise ValueError("fp16 runs only on a GPU; on the CPU use fp32 (the default) or bf16")
+        if chosen == torch.bfloat16 and not cpu_has_bf16():
+            raise ValueError("bf16 on the CPU needs bf16 instructions (AVX512-BF16 or AMX), which this CPU "
+                             "lacks (torch would emulate them, slower than fp32); use fp32 (the default)")
     return chosen

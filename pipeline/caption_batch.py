@@ -18,8 +18,8 @@ import os
 
 from . import gpkg_layer as gl
 from .caption_params import ParamError, band_list
-from .caption_run import (_fingerprint, _load_clip, _now, _open_resume, driver_device, parsed_classes, run_caption,
-                          source_path)
+from .caption_run import (_fingerprint, _load_clip, _now, _open_resume, driver_device, driver_precision,
+                          parsed_classes, run_caption, source_path)
 from .errors import BadInput
 from .models import load_captioner
 from .output_file import OutputLock, check_output, discard_partial, move_into_place
@@ -128,7 +128,7 @@ def _run_locked(pairs_csv, pairs, p, reporter, out):
         raise BadInput(f"not one pair can be captioned ({len(bad)} bad: see the warnings)", pairs_csv)
     os.makedirs(folder, exist_ok=True)
 
-    cap = load_captioner(p.model, driver_device(p))
+    cap = load_captioner(p.model, driver_device(p), driver_precision(p))
     clip_annotator = None
     if p.clip:
         _, clip_annotator = _load_clip(p, parsed_classes(p), driver_device(p))

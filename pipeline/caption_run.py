@@ -72,18 +72,25 @@ def _fingerprint(p, plan, model_sha=None, clip_sha=None):
         "model_sha256": model_sha,
         "clip_model_sha256": clip_sha,
         "attention": bool(p.heatmap),
+        "precision": p.precision,
         "later": [_file_stamp(d) for d in p.later],
     }
 
 
 # Fingerprint keys newer than some partial files: what their absence stands for.
-_ABSENT_FINGERPRINT = {"attention": False, "later": []}
+_ABSENT_FINGERPRINT = {"attention": False, "later": [], "precision": "fp32"}
 
 
 def driver_device(p):
     """Where this process loads the models: the Ray engine's workers load their own, so here they
     only give the metadata and the query embeddings, on the CPU."""
     return "cpu" if p.engine == "ray" else p.device
+
+
+def driver_precision(p):
+    """The number format of the model this process loads: the run's, but fp32 beside Ray's workers
+    (this CPU may lack bf16, and the driver's model only embeds the queries)."""
+    return "fp32" if p.engine == "ray" else p.precision
 
 
 def parsed_classes(p):
@@ -190,7 +197,7 @@ def _run_locked(p, reporter, out, part, captioner, clip_annotator):
     elif os.path.exists(part):
         reporter.warning(f"{part}: discarding an earlier unfinished run (pass --resume to continue it)")
 
-    cap = captioner or load_captioner(p.model, driver_device(p))
+    cap = captioner or load_captioner(p.model, driver_device(p), driver_precision(p))
     clip = None
     if p.clip and clip_annotator is None:
         clip, clip_annotator = _load_clip(p, classes, driver_device(p))

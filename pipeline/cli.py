@@ -109,18 +109,7 @@ def _search(args, reporter):
     result = run_search(args.layer, args.text, reporter, top=args.top, field=args.field, model=args.model,
                         device=args.device, clip=args.clip, clip_model=args.clip_model, when=args.when,
                         change=args.change)
-    if args.json:
-        print(result.as_json())
-        return 0
-    unscored = result.features - result.scored
-    print(f"{result.scored} tiles scored into field {result.field}"
-          + (f" ({unscored} without an embedding left empty)" if unscored else "") + f"; top {len(result.hits)}:")
-    print(f"{'tile_id':>7}  {'score':>7}  {'centroid x':>14} {'centroid y':>14}  caption")
-    for h in result.hits:
-        x, y = (f"{v:14.2f}" for v in h.centroid) if h.centroid is not None else (f"{'-':>14}",) * 2
-        tile = h.tile_id if h.tile_id is not None else "-"
-        caption = " ".join(str(h.caption).split()) if h.caption is not None else "-"  # one line a hit
-        print(f"{tile:>7}  {h.score:7.4f}  {x} {y}  {caption}")
+    print(result.as_json() if args.json else "\n".join(result.as_text()))
     return 0
 
 
@@ -136,7 +125,8 @@ def _evaluate(args, reporter):
     from .evaluate import run_evaluate
 
     result = run_evaluate(args.annotations, args.images, args.output, reporter, split=args.split,
-                          model=args.model, device=args.device, batch_size=args.batch_size)
+                          model=args.model, device=args.device, batch_size=args.batch_size,
+                          precision=args.precision)
     if args.progress != "json":  # stdout carries only JSON lines then
         print(result.report)
     return 0

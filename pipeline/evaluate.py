@@ -23,7 +23,7 @@ import numpy as np
 
 from . import caption_metrics as cm
 from . import retrieval_metrics as rm
-from .caption_params import MAX_BATCH_PIXELS, ParamError, check_value, default_model
+from .caption_params import MAX_BATCH_PIXELS, CaptionParams, ParamError, check_value, default_model
 from .errors import BadInput
 from .levir_cc import check_images, read_pair, read_split
 from .models import load_captioner
@@ -41,11 +41,12 @@ class EvaluateResult:
 
 
 def run_evaluate(annotations, images, output, reporter, *, split="test", model=None, device="auto",
-                 batch_size=16, captioner=None):
+                 batch_size=CaptionParams.batch_size, captioner=None, precision=CaptionParams.precision):
     """Evaluate one split; returns EvaluateResult. `captioner`: an already loaded Captioner."""
     try:
         batch_size = check_value("batch_size", batch_size)
         device = check_value("device", device)
+        precision = check_value("precision", precision)
     except ParamError as e:
         raise BadInput(str(e)) from None
     pairs = read_split(annotations, images, split)
@@ -55,7 +56,8 @@ def run_evaluate(annotations, images, output, reporter, *, split="test", model=N
                        f"use --batch-size {max(1, MAX_BATCH_PIXELS // (h * w))} or less")
     out, made = _prepare_output(output, annotations)
     try:
-        return _evaluate(pairs, split, annotations, images, out, reporter, model, device, batch_size, captioner)
+        return _evaluate(pairs, split, annotations, images, out, reporter, model, device, batch_size, captioner,
+                         precision)
     except BaseException:
         if made:  # leave no empty folder behind a refused run
             try:
@@ -65,8 +67,8 @@ def run_evaluate(annotations, images, output, reporter, *, split="test", model=N
         raise
 
 
-def _evaluate(pairs, split, annotations, images, out, reporter, model, device, batch_size, captioner):
-    cap = captioner or load_captioner(model or default_model(), device)
+def _evaluate(pairs, split, annotations, images, out, reporter, model, device, batch_size, captioner, precision):
+    cap = captioner or load_captioner(model or default_model(), device, precision)
     reporter.start(len(pairs), str(out))
     captions, gallery = _caption_pairs(cap, pairs, batch_size, reporter)
     query_rows, skipped, queries = _queries(cap, pairs, batch_size)
@@ -197,6 +199,7 @@ def _settings(cap, pairs, split, annotations, images, changed, query_rows, sub_q
         "images": os.path.abspath(images),
         "model_source": cap.source,
         "model_sha256": cap.sha256,
+        "precision": cap.precision,
         "software_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "captioning": {

@@ -1,11 +1,11 @@
-"""The options of `rsicrc evaluate`. --model, --device and --batch-size are the caption run's own
+"""The options of `rsicrc evaluate`. --model, --device, --batch-size and --precision are the caption run's own
 (`caption_params`: one definition, one check, for every command that has them).
 
 Standard library only: the CLI builds its parser before torch is imported.
 """
 from .caption_params import argparse_type, options
 
-SHARED = ("model", "device", "batch_size")
+SHARED = ("model", "device", "batch_size", "precision")
 
 
 def add_arguments(parser, type_error):

@@ -7,11 +7,12 @@ as a one-line input error (exit code 2).
 from .errors import BadInput
 
 
-def load_captioner(source, device):
+def load_captioner(source, device, precision=None):
+    """precision: fp32 (None), bf16 or fp16 (pipeline/caption_params.PRECISIONS)."""
     from rsicrc.model import ModelLoadError, load_model
 
     try:
-        return load_model(source=source, device=device)
+        return load_model(source=source, device=device, dtype=precision)
     except ModelLoadError as e:
         raise BadInput(str(e)) from None
 

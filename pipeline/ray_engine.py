@@ -77,7 +77,7 @@ class ShardWorker:
         from .models import load_captioner
 
         spec = self.spec
-        self.cap = load_captioner(spec.params.model, spec.device)
+        self.cap = load_captioner(spec.params.model, spec.device, spec.params.precision)
         if self.cap.sha256 != spec.model_sha256:
             raise BadInput(f"the model on this Ray worker ({os.uname().nodename}) is not the driver's "
                            f"(sha256 {self.cap.sha256[:12]} against {spec.model_sha256[:12]})", spec.params.model)

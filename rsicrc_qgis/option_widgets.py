@@ -62,13 +62,16 @@ class OptionWidget:
             files.setFilter("GeoTIFF (*.tif *.tiff)")
             files.lineEdit().setPlaceholderText("optional: none")
             return files
-        if kind == "device":
+        if kind in ("device", "choice"):
             combo = QComboBox()
-            combo.addItems(DEVICES)
+            combo.addItems(self.choices())
             return combo
         edit = QLineEdit()
         edit.setPlaceholderText(opt.help)
         return edit
+
+    def choices(self):
+        return list(DEVICES) if self.opt.kind == "device" else list(self.opt.choices)
 
     def value(self):
         w, kind = self.widget, self.opt.kind
@@ -80,7 +83,7 @@ class OptionWidget:
             return None if self.default is None and w.value() <= self.opt.minimum else w.value()
         if kind == "texts":
             return [q.strip() for q in w.toPlainText().splitlines() if q.strip()]
-        if kind == "device":
+        if kind in ("device", "choice"):
             return w.currentText()
         if kind == "raster_output":
             path = w.filePath().strip()
@@ -97,8 +100,8 @@ class OptionWidget:
             w.setValue(self.opt.minimum if value is None else value)
         elif kind == "texts":
             w.setPlainText("\n".join(value or []))
-        elif kind == "device":
-            w.setCurrentText(value or DEVICES[0])
+        elif kind in ("device", "choice"):
+            w.setCurrentText(value or self.choices()[0])
         elif kind == "raster_output":
             w.setFilePath("" if value is None else str(value))
         else:
@@ -107,6 +110,6 @@ class OptionWidget:
     def connect(self, slot):
         w, kind = self.widget, self.opt.kind
         signal = {"bool": "toggled", "int": "valueChanged", "float": "valueChanged",
-                  "texts": "textChanged", "device": "currentTextChanged",
+                  "texts": "textChanged", "device": "currentTextChanged", "choice": "currentTextChanged",
                   "raster_output": "fileChanged"}.get(kind, "textChanged")
         getattr(w, signal).connect(slot)

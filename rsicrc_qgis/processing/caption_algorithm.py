@@ -70,9 +70,10 @@ def option_parameter(name, opt, default):
         param = QgsProcessingParameterString(key, f"{opt.label}, one a line", multiLine=True, optional=True)
     elif opt.kind == "raster_output":
         param = QgsProcessingParameterRasterDestination(key, opt.label, optional=True, createByDefault=False)
-    elif opt.kind == "device":
-        param = QgsProcessingParameterEnum(key, opt.label, options=list(DEVICES),
-                                           defaultValue=DEVICES.index(default))
+    elif opt.kind in ("device", "choice"):
+        choices = option_choices(opt)
+        param = QgsProcessingParameterEnum(key, opt.label, options=choices, defaultValue=choices.index(default),
+                                           optional=optional)
     elif opt.kind == "text" and name in ("model", "clip_model"):
         param = QgsProcessingParameterString(
             key, f"{opt.label} (hub id or folder; empty: the plugin settings, else the default)", optional=True)
@@ -82,6 +83,11 @@ def option_parameter(name, opt, default):
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     param.setHelp(opt.help)
     return param
+
+
+def option_choices(opt):
+    """The values of an enumerated option, in the order of its Processing enum."""
+    return list(DEVICES) if opt.kind == "device" else list(opt.choices)
 
 
 def option_value(alg, name, opt, parameters, context):
@@ -95,8 +101,8 @@ def option_value(alg, name, opt, parameters, context):
         return None if parameters.get(key) is None else alg.parameterAsDouble(parameters, key, context)
     if opt.kind == "texts":
         return caption_job.parse_queries(alg.parameterAsString(parameters, key, context))
-    if opt.kind == "device":
-        return DEVICES[alg.parameterAsEnum(parameters, key, context)]
+    if opt.kind in ("device", "choice"):
+        return option_choices(opt)[alg.parameterAsEnum(parameters, key, context)]
     if opt.kind == "raster_output":
         if parameters.get(key) in (None, ""):
             return None

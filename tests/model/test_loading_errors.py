@@ -206,11 +206,40 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path, small_checkpoint
 def test_bad_device_and_dtype(small_checkpoint):
     with pytest.raises(ModelLoadError, match="unknown device"):
         load_model(str(small_checkpoint), device="tpu9")
-    with pytest.raises(ModelLoadError, match="only on a GPU"):
-        load_model(str(small_checkpoint), device="cpu", dtype="bf16")
+    with pytest.raises(ModelLoadError, match="fp16 runs only on a GPU"):
+        load_model(str(small_checkpoint), device="cpu", dtype="fp16")
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="no CUDA GPU"):
             load_model(str(small_checkpoint), device="cuda")
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_refused(small_checkpoint, monkeypatch):
+    from rsicrc.model import device as dev
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert not dev.cpu_has_bf16()
+    with pytest.raises(ModelLoadError, match="needs bf16 instructions"):
+        load_model(str(small_checkpoint), device="cpu", dtype="bf16")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert dev.cpu_has_bf16()
+
+
+@pytest.mark.skipif(not __import__("rsicrc.model.device", fromlist=["x"]).cpu_has_bf16(),
+                    reason="this CPU has no bf16 instructions")
+def test_bf16_on_a_cpu_with_bf16_instructions_runs_close_to_fp32(small_checkpoint):
+    fp32 = load_model(str(small_checkpoint), device="cpu")
+    bf16 = load_model(str(small_checkpoint), device="cpu", dtype="bf16")
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    assert next(bf16.net.parameters()).dtype == torch.bfloat16
+    g = torch.Generator().manual_seed(3)
+    images = [fp32.preprocess(torch.randint(0, 256, (3, 3, 96, 96), dtype=torch.uint8, generator=g))
+              for _ in range(2)]
+    want, got = fp32.describe_pairs(*images), bf16.describe_pairs(*images)
+    assert got.embeddings.dtype == torch.float32 and got.change_scores.dtype == torch.float32
+    cosine = (got.embeddings * want.embeddings).sum(-1)  # both L2-normalised
+    assert float(cosine.min()) > 0.9, cosine  # generated weights: bf16 moves some pairs by a few per cent
+    assert len(got.captions) == 3
 
 
 def test_a_folder_source_is_recorded_absolute(small_checkpoint, monkeypatch):

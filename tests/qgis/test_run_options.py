@@ -14,7 +14,8 @@ from rsicrc.pipeline.cli import build_parser
 CHANGED = {"model": "/models/RSICRC", "bands": "4,3,2", "tile_size": 224, "queries": ["new road", "trees"],
            "device": "cpu", "reproject": True, "clip": True, "overlap": 32, "batch_size": 8, "max_nodata": 0.25,
            "target_resolution": 0.75, "clip_model": "/models/RS-M-CLIP", "classes": "forest,water",
-           "yes_large": True, "overwrite": True, "heatmap": "/maps/where-changed.tif", "heatmap_scale": 4}
+           "yes_large": True, "overwrite": True, "heatmap": "/maps/where-changed.tif", "heatmap_scale": 4,
+           "precision": "bf16"}
 
 
 def _caption_parser():
@@ -47,7 +48,7 @@ def test_the_cli_is_built_from_the_options():
 @pytest.mark.parametrize("name,bad", [("tile_size", "16"), ("tile_size", "5000"), ("overlap", "-1"),
                                       ("batch_size", "0"), ("max_nodata", "1.5"), ("max_nodata", "nan"),
                                       ("target_resolution", "0"), ("target_resolution", "inf"),
-                                      ("bands", "1,2"), ("device", "gpu")])
+                                      ("bands", "1,2"), ("device", "gpu"), ("precision", "fp64")])
 def test_the_cli_refuses_what_the_option_refuses(name, bad):
     opt = next(o for n, o, _ in cp.options() if n == name)
     with pytest.raises(cp.ParamError):
@@ -79,6 +80,8 @@ def test_processing_parameters_are_built_from_the_options(plugin):
             assert param.defaultValue() == default, name
         elif opt.kind == "bool":
             assert param.defaultValue() == default, name
+        elif opt.kind == "choice":  # an enum of the option's values, its default the option's
+            assert param.options() == list(opt.choices) and param.defaultValue() == opt.choices.index(default), name
         elif opt.kind == "raster_output":  # an optional output of the algorithm, not created unless asked
             assert param.type() == "rasterDestination" and not param.createByDefault(), name
             assert param.flags() & QgsProcessingParameterDefinition.FlagOptional, name
@@ -89,11 +92,13 @@ def test_every_option_travels_from_processing_to_the_command(plugin, raster_pair
     from qgis.core import QgsApplication
 
     from rsicrc.rsicrc_qgis import caption_job
-    from rsicrc.rsicrc_qgis.processing.caption_algorithm import option_value
+    from rsicrc.rsicrc_qgis.processing.caption_algorithm import option_choices, option_value
 
     alg = QgsApplication.processingRegistry().algorithmById("rsicrc:captionchanges")
+    kinds = {name: opt for name, opt, _ in cp.form_options()}
     parameters = {name.upper(): ("\n".join(v) if isinstance(v, list) else
-                                 cp.DEVICES.index(v) if name == "device" else v)
+                                 option_choices(kinds[name]).index(v) if kinds[name].kind in ("device", "choice")
+                                 else v)
                   for name, v in CHANGED.items()}
     context = QgsProcessingContext()
     values = {name: option_value(alg, name, opt, parameters, context) for name, opt, _ in cp.form_options()}
