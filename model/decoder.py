@@ -61,8 +61,8 @@ class CachedAttention:
         qkv = F.linear(x, self.mha.in_proj_weight, self.mha.in_proj_bias)
         return [_split_heads(part, self.heads) for part in qkv.chunk(3, dim=-1)]
 
-    def output(self, q, k, v, causal=False):
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    def output(self, q, k, v, causal=False, mask=None):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.mha.out_proj(_merge_heads(out))
 
     @staticmethod
@@ -92,42 +92,62 @@ class DecoderLayer(nn.Module):
     def _ff(self, x):
         return self.ff_linear2(F.gelu(self.ff_linear1(x)))
 
+    def _sub_input(self, x, norm):
+        return norm(x) if self.prenorm else x
+
+    def _sub_output(self, x, norm, y):
+        return x + y if self.prenorm else norm(x + y)
+
     def _residual(self, x, norm, fn):
-        if self.prenorm:
-            return x + fn(norm(x))
-        return norm(x + fn(x))
+        return self._sub_output(x, norm, fn(self._sub_input(x, norm)))
 
-    def forward(self, x, cross_kv=None, cache=None, step=None, attention=False):
-        """Full causal pass when cache is None; else one new position `step` per row.
-
-        cross_kv: (k, v) of the visual tokens for this layer; cache: (k_buf, v_buf) of shape
-        (B, H, max_len, head_dim) that this call fills at position `step`. attention=True
-        (cross layers) also returns the head-averaged cross-attention weights (B, L, M).
-        """
+    def self_block(self, x, cache=None, step=None, mask=None):
+        """The self-attention sub-block: causal over x, or under the boolean `mask` (L, L) (True:
+        attend), or one new position `step` per row against `cache` (see forward)."""
         sa = CachedAttention(self.self_attn)
 
         def self_attention(h):
             q, k, v = sa.queries_keys_values(h)
             if cache is None:
-                return sa.output(q, k, v, causal=True)
+                return sa.output(q, k, v, causal=mask is None, mask=mask)
             k_buf, v_buf = cache
             k_buf[:, :, step] = k[:, :, 0]
             v_buf[:, :, step] = v[:, :, 0]
             return sa.output(q, k_buf[:, :, :step + 1], v_buf[:, :, :step + 1])
 
-        x = self._residual(x, self.sa_norm, self_attention)
-        weights = []
+        return self._residual(x, self.sa_norm, self_attention)
+
+    def cross_query(self, x):
+        """The cross-attention queries (B, H, L, head_dim): all the cross sub-block reads of x
+        before it meets the visual tokens, so a caller may compute them once for many pairs."""
+        return CachedAttention(self.cross_attn).query(self._sub_input(x, self.mha_norm))
+
+    def cross_block(self, x, cross_kv, query=None, weights=None):
+        """The cross-attention sub-block; `query` is cross_query(x) when the caller has it (x may
+        then be one row broadcast against many pairs' keys/values). weights: a list that gets
+        the head-averaged attention weights (B, L, M)."""
+        ca = CachedAttention(self.cross_attn)
+        q = self.cross_query(x) if query is None else query
+        if weights is not None:
+            weights.append(ca.head_mean_weights(q, cross_kv[0]))
+        return self._sub_output(x, self.mha_norm, ca.output(q, *cross_kv))
+
+    def ff_block(self, x):
+        return self._residual(x, self.ff_norm, self._ff)
+
+    def forward(self, x, cross_kv=None, cache=None, step=None, attention=False, mask=None):
+        """Full causal pass when cache is None (under `mask` instead of causal when given); else
+        one new position `step` per row.
+
+        cross_kv: (k, v) of the visual tokens for this layer; cache: (k_buf, v_buf) of shape
+        (B, H, max_len, head_dim) that this call fills at position `step`. attention=True
+        (cross layers) also returns the head-averaged cross-attention weights (B, L, M).
+        """
+        x = self.self_block(x, cache, step, mask)
+        weights = [] if attention else None
         if self.cross_attn is not None:
-            ca = CachedAttention(self.cross_attn)
-
-            def cross_attention(h):
-                q = ca.query(h)
-                if attention:
-                    weights.append(ca.head_mean_weights(q, cross_kv[0]))
-                return ca.output(q, *cross_kv)
-
-            x = self._residual(x, self.mha_norm, cross_attention)
-        x = self._residual(x, self.ff_norm, self._ff)
+            x = self.cross_block(x, cross_kv, weights=weights)
+        x = self.ff_block(x)
         return (x, weights[0]) if attention else x
 
 
