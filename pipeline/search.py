@@ -5,6 +5,8 @@ compared with each tile's stored embedding, the scores are written to a field in
 transaction, and the best tiles are returned. A tile without a usable embedding (NULL, e.g.
 hand-edited) gets no score (NULL) and is never a hit; an embedding of the wrong length is refused
 (exit code 2), naming the tile. The file is checked to be writable before any model is loaded.
+On a layer with the time-series fields (every layer since time series, a pair's at interval 0) a
+hit also says which interval of the dates it is: one tile can be a hit once per interval.
 """
 import json
 from dataclasses import dataclass
@@ -19,6 +21,9 @@ from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
 
 READ_CHUNK = 4096
+# The fields that say which interval a hit captions (gpkg_layer.SERIES_FIELDS), in hit order;
+# a layer from before time series has none of them, and its hits go without.
+HIT_SERIES_FIELDS = ("interval", "before_name", "after_name")
 
 
 @dataclass
@@ -27,6 +32,9 @@ class Hit:
     score: float
     caption: object  # str or None
     centroid: object  # (x, y), or None when the tile's geometry is missing or broken
+    interval: object = None  # int, or None when emptied by hand or the layer has no such field
+    before_name: object = None  # str or None, as interval
+    after_name: object = None
 
 
 @dataclass
@@ -35,21 +43,49 @@ class SearchResult:
     hits: list
     features: int
     scored: int
+    series: tuple = ()  # which of HIT_SERIES_FIELDS the layer has: those go into each hit
 
     def as_json(self):
         """The result as strict JSON (never NaN or Infinity: a missing value is null)."""
         return json.dumps({"field": self.field, "features": self.features, "scored": self.scored,
-                           "hits": [_json_hit(h) for h in self.hits]}, allow_nan=False)
+                           "hits": [_json_hit(h, self.series) for h in self.hits]}, allow_nan=False)
+
+    def as_text(self):
+        """The lines `rsicrc search` prints: a summary, a header, one line a hit."""
+        unscored = self.features - self.scored
+        lines = [f"{self.scored} tiles scored into field {self.field}"
+                 + (f" ({unscored} without an embedding left empty)" if unscored else "")
+                 + f"; top {len(self.hits)}:"]
+        # Which interval goes after the centroid, padded so that the captions start in one column.
+        dates = [_dates_label(h) for h in self.hits] if self.series else None
+        width = max([len("dates"), *map(len, dates)]) if dates is not None else 0
+        head = f"  {'interval':>8}  {'dates':<{width}}" if dates is not None else ""
+        lines.append(f"{'tile_id':>7}  {'score':>7}  {'centroid x':>14} {'centroid y':>14}{head}  caption")
+        for i, h in enumerate(self.hits):
+            x, y = (f"{v:14.2f}" for v in h.centroid) if h.centroid is not None else (f"{'-':>14}",) * 2
+            tile = h.tile_id if h.tile_id is not None else "-"
+            interval = h.interval if h.interval is not None else "-"
+            when = f"  {interval:>8}  {dates[i]:<{width}}" if dates is not None else ""
+            caption = " ".join(str(h.caption).split()) if h.caption is not None else "-"  # one line a hit
+            lines.append(f"{tile:>7}  {h.score:7.4f}  {x} {y}{when}  {caption}")
+        return lines
+
+
+def _dates_label(hit):
+    # "->" as in the heat map's band descriptions and `rsicrc info`; names kept on one line.
+    names = [" ".join(n.split()) if n is not None else "?" for n in (hit.before_name, hit.after_name)]
+    return " -> ".join(names)
 
 
 def _finite_or_none(v):
     return float(v) if v is not None and np.isfinite(v) else None
 
 
-def _json_hit(hit):
+def _json_hit(hit, series=()):
     centre = hit.centroid
     return {"tile_id": hit.tile_id, "score": _finite_or_none(hit.score), "caption": hit.caption,
-            "centroid": [_finite_or_none(centre[0]), _finite_or_none(centre[1])] if centre is not None else None}
+            "centroid": [_finite_or_none(centre[0]), _finite_or_none(centre[1])] if centre is not None else None,
+            **{name: getattr(hit, name) for name in series}}
 
 
 def check_text(text):
@@ -106,7 +142,9 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
         gl.write_metadata(layer, record)
     finite = np.flatnonzero(np.isfinite(scores))
     order = finite[np.argsort(-scores[finite], kind="stable")][:min(top, finite.size)]
-    return SearchResult(field_name, _hits(layer, fids[order], scores[order]), len(fids), int(finite.size))
+    series = tuple(name for name in HIT_SERIES_FIELDS if name in dtypes)
+    return SearchResult(field_name, _hits(layer, fids[order], scores[order], series), len(fids),
+                        int(finite.size), series)
 
 
 def _one_line(exc):
@@ -122,12 +160,12 @@ def _check_score_field(layer, name, dtypes):
                            f"--field", layer)
 
 
-def _hits(layer, fids, scores):
+def _hits(layer, fids, scores, series=()):
     import shapely
 
     if not len(fids):
         return []
-    columns = ["tile_id", "caption"]
+    columns = ["tile_id", "caption", *series]
     rows = read_checked(layer, "reading the best tiles failed", columns,
                  lambda: gl.read_columns(layer, columns, fids=fids, geometry=True))
     by_fid = {int(f): i for i, f in enumerate(rows["fid"])}
@@ -136,12 +174,14 @@ def _hits(layer, fids, scores):
         i = by_fid[int(fid)]
         # A tile whose geometry was emptied or overwritten is still a hit: its embedding and score
         # are sound, and the tile is named by tile_id; only its centroid is unknown (null).
-        hits.append(Hit(_tile_id(rows["tile_id"][i]), float(score), _text(rows["caption"][i]),
-                        _centroid(shapely, rows[gl.GEOMETRY_COLUMN][i])))
+        when = {name: (_int_or_none if name == "interval" else _text)(rows[name][i]) for name in series}
+        hits.append(Hit(_int_or_none(rows["tile_id"][i]), float(score), _text(rows["caption"][i]),
+                        _centroid(shapely, rows[gl.GEOMETRY_COLUMN][i]), **when))
     return hits
 
 
-def _tile_id(value):
+def _int_or_none(value):
+    """An integer field's value (tile_id, interval): int, or None for NULL."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return None  # NULL (pyogrio reads an integer column holding NULLs as float, NULL as NaN)
     return int(value)
@@ -180,7 +220,7 @@ def _stored(layer, columns, dim):
                     parts[c].append(gl.blobs_to_matrix(table[c], dim))
                 except gl.BlobLengthError as exc:
                     i = exc.row
-                    raise BadInput(f"the {c} of tile {_tile_id(table['tile_id'][i])} (fid {int(fids[i])}) "
+                    raise BadInput(f"the {c} of tile {_int_or_none(table['tile_id'][i])} (fid {int(fids[i])}) "
                                    f"{exc.detail}: the layer's embeddings do not fit its metadata (edited, or "
                                    f"made by another model)", layer) from None
 

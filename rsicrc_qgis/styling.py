@@ -76,11 +76,11 @@ def heatmap_renderer(provider, band=1):
     return renderer
 
 
-def style_heatmap_layer(layer):
-    """Apply the heat map style to a raster layer (returns False for an invalid layer)."""
+def style_heatmap_layer(layer, band=1):
+    """Apply the heat map style to a raster layer, drawn from `band` (returns False for an invalid layer)."""
     if layer is None or not layer.isValid():
         return False
-    layer.setRenderer(heatmap_renderer(layer.dataProvider()))
+    layer.setRenderer(heatmap_renderer(layer.dataProvider(), band))
     layer.triggerRepaint()
     return True
 
