@@ -345,7 +345,8 @@ def test_more_than_the_most_dates_is_refused(dates, tmp_path):
     later = [dates[k % 3] for k in range(MAX_DATES - 1)]  # 101 dates, none twice in a row
     with pytest.raises(ParamError, match=f"at most {MAX_DATES} dates, got {MAX_DATES + 1}"):
         CaptionParams(dates[0], dates[1], str(tmp_path / "o.gpkg"), later=later).check()
-    CaptionParams(dates[0], dates[1], str(tmp_path / "o.gpkg"), later=later[:-1], batch_size=16).check()  # 100 dates of 256 px tiles: at most 40 tiles a batch
+    # 100 dates of 256 px tiles: at most 40 tiles a batch
+    CaptionParams(dates[0], dates[1], str(tmp_path / "o.gpkg"), later=later[:-1], batch_size=16).check()
 
 
 def test_a_pair_of_one_file_stays_valid_but_not_in_a_series(dates, tmp_path):
