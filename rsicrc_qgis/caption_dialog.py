@@ -7,8 +7,8 @@ the everyday ones under "Run", the rest under "Advanced".
 import html
 from pathlib import Path
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject
-from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.core import QgsProject
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QDialog,
@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..pipeline.caption_params import ParamError, band_list, check_value, form_options
 from . import caption_job, pair_checks
-from .option_widgets import OptionWidget
+from .option_widgets import OptionWidget, raster_layer_combo
 
 MARKS = {pair_checks.OK: ("✔", "#1a7f37"), pair_checks.WARN: ("⚠", "#9a6700"),
          pair_checks.ERROR: ("✖", "#cf222e")}
@@ -40,12 +40,8 @@ class CaptionDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("RSICRC: caption changes between rasters")
         self.setMinimumWidth(620)
-        self.before_combo = QgsMapLayerComboBox()
-        self.after_combo = QgsMapLayerComboBox()
-        for combo in (self.before_combo, self.after_combo):
-            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-            combo.setAllowEmptyLayer(True)
-            combo.setLayer(None)
+        self.before_combo = raster_layer_combo()
+        self.after_combo = raster_layer_combo()
         self._preselect()
         self._make_later_dates()
         self.options = {name: OptionWidget(name, opt, default) for name, opt, default in form_options()}
@@ -109,10 +105,7 @@ class CaptionDialog(QDialog):
         self.later_list = QListWidget()
         self.later_list.setObjectName("laterDates")
         self.later_list.setMaximumHeight(90)
-        self.later_combo = QgsMapLayerComboBox()
-        self.later_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.later_combo.setAllowEmptyLayer(True)
-        self.later_combo.setLayer(None)
+        self.later_combo = raster_layer_combo()
         self.add_later_button = QPushButton("Add")
         self.add_later_button.setToolTip("Add the chosen raster after the dates listed")
         self.up_later_button, self.down_later_button = QPushButton("Up"), QPushButton("Down")

@@ -1,13 +1,14 @@
 """The "What changed here?" panel: which pair the map tool reads, and the answer to a click."""
 import html
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject
-from qgis.gui import QgsDockWidget, QgsMapLayerComboBox, QgsSpinBox
+from qgis.core import QgsProject
+from qgis.gui import QgsDockWidget, QgsSpinBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QCheckBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from ..pipeline.caption_params import ParamError, check_value, options
 from . import settings
+from .option_widgets import raster_layer_combo
 
 _OPTIONS = {name: opt for name, opt, _ in options()}
 _TILE = _OPTIONS["tile_size"]
@@ -18,12 +19,8 @@ class ClickPanel(QgsDockWidget):
     def __init__(self, parent=None):
         super().__init__("RSICRC: what changed here?", parent)
         self.setObjectName("RsicrcClickPanel")
-        self.before_combo = QgsMapLayerComboBox()
-        self.after_combo = QgsMapLayerComboBox()
-        for combo in (self.before_combo, self.after_combo):
-            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-            combo.setAllowEmptyLayer(True)
-            combo.setLayer(None)
+        self.before_combo = raster_layer_combo()
+        self.after_combo = raster_layer_combo()
         self.tile_spin = QgsSpinBox()
         self.tile_spin.setRange(int(_TILE.minimum), int(_TILE.maximum))
         self.tile_spin.setClearValue(256)

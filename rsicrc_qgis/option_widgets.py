@@ -3,7 +3,8 @@
 Each widget takes its kind, bounds, label and help from the option's definition, so the dialog
 offers every option the CLI has, with the same defaults and limits.
 """
-from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsSpinBox
+from qgis.core import QgsMapLayerProxyModel
+from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox, QgsSpinBox
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QPlainTextEdit
 
 from ..pipeline.caption_params import DEVICES
@@ -11,6 +12,15 @@ from . import settings
 
 # The plugin's settings stand in for these when the form leaves them empty.
 SETTING_DEFAULTS = {"model": settings.model_choice, "clip_model": settings.clip_model_choice}
+
+
+def raster_layer_combo():
+    """A picker of the project's raster layers that starts empty: a date is the user's choice."""
+    combo = QgsMapLayerComboBox()
+    combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+    combo.setAllowEmptyLayer(True)
+    combo.setLayer(None)
+    return combo
 
 
 class OptionWidget:
