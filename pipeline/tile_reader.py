@@ -81,19 +81,6 @@ class TileBatch:
         after = [row(k + 1, k, i) for i, k in zip(tiles, intervals)]
         return np.stack(images), np.asarray(before, np.int64), np.asarray(after, np.int64)
 
-    # A pair's batch as it always was: interval 0.
-    @property
-    def before(self):
-        return self.pair(0)[0]
-
-    @property
-    def after(self):
-        return self.pair(0)[1]
-
-    @property
-    def nodata_fraction(self):
-        return self.nodata_fractions[:, 0]
-
 
 class TileReader:
     def __init__(self, plan, tiles, batch_size, prefetch=2):

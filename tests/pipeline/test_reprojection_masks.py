@@ -115,8 +115,9 @@ def run_tiles(plan):
     out = []
     with TileReader(plan, tiles, batch_size=8) as reader:
         for batch in reader:
+            before, after = batch.pair(0)
             for i, t in enumerate(batch.tiles):
-                out.append((t, batch.before[i], batch.after[i], float(batch.nodata_fraction[i])))
+                out.append((t, before[i], after[i], float(batch.nodata_fractions[i, 0])))
     assert len(out) == len(tiles)
     return out
 
