@@ -60,10 +60,10 @@ def _pair(folder, size):
 
 
 def _throughput(cap, pair, out_dir, tile, batch, repeats):
-    from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+    from rsicrc.pipeline.caption.run import CaptionParams, run_caption
     from rsicrc.pipeline.progress import Reporter
-    from rsicrc.pipeline.raster_pair import open_on_grid, plan_pair
-    from rsicrc.pipeline.tiling import tile_grid
+    from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+    from rsicrc.pipeline.raster.tiling import tile_grid
 
     out = Path(out_dir) / f"bench_{cap.embedding_dim}_{tile}.gpkg"
     params = CaptionParams(*pair, str(out), model=cap.source, tile_size=tile, batch_size=batch)
@@ -123,11 +123,11 @@ def _heatmap_cost(cap, pair, out_dir, tile, batch, repeats):
     whole runs (alternated, best of each) is kept too."""
     import torch
 
-    from rsicrc.pipeline import heatmap as hm
-    from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+    from rsicrc.pipeline.caption import heatmap as hm
+    from rsicrc.pipeline.caption.run import CaptionParams, run_caption
     from rsicrc.pipeline.progress import Reporter
-    from rsicrc.pipeline.raster_pair import open_on_grid, plan_pair
-    from rsicrc.pipeline.tiling import tile_grid
+    from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+    from rsicrc.pipeline.raster.tiling import tile_grid
 
     out, heat = Path(out_dir) / "bench_heat.gpkg", Path(out_dir) / "bench_heat.tif"
     out_maps = Path(out_dir) / "bench_heat_maps.gpkg"

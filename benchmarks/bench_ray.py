@@ -31,7 +31,7 @@ import make_sample  # noqa: E402
 def _run(params, reporter, captioner=None, threads=None):
     import torch
 
-    from rsicrc.pipeline.caption_run import run_caption
+    from rsicrc.pipeline.caption.run import run_caption
 
     default = torch.get_num_threads()
     torch.set_num_threads(threads or default)
@@ -51,7 +51,7 @@ def run(case, size, tile, batch, repeats):
     import ray
 
     from rsicrc.model import load_model
-    from rsicrc.pipeline.caption_run import CaptionParams
+    from rsicrc.pipeline.caption.run import CaptionParams
     from rsicrc.pipeline.progress import Reporter
 
     folder = Path(tempfile.mkdtemp(prefix="rsicrc-bench-ray-"))

@@ -143,7 +143,7 @@ class CaptionParams:
     overwrite: bool = _option(
         False, flag="--overwrite", kind="bool", label="Replace an existing file that rsicrc did not write",
         advanced=True, help="replace OUT even when it exists and is not a layer written by rsicrc")
-    # Where the tiles are captioned (pipeline/ray_engine.py). Not in the forms: the plugin's own
+    # Where the tiles are captioned (pipeline/caption/ray_engine.py). Not in the forms: the plugin's own
     # environment installs [project] dependencies only, without Ray; a cluster is a CLI job.
     engine: str = _option(
         "local", flag="--engine", kind="choice", choices=ENGINES, label="Engine", advanced=True, form=False,

@@ -12,9 +12,9 @@ import traceback
 
 from .caption_params import BATCH_LEFT_OUT, add_arguments, default_clip_model, default_model, from_args
 from .errors import BadInput, PipelineFailure
-from .evaluate_params import add_arguments as add_evaluate_arguments
+from .evaluate.params import add_arguments as add_evaluate_arguments
 from .progress import JsonReporter, Reporter, make_reporter
-from .tile_reader import GDAL_CACHE_MB
+from .raster.tile_reader import GDAL_CACHE_MB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +80,7 @@ def build_parser():
 
 
 def _caption(args, reporter):
-    from .caption_run import partial_path, run_caption
+    from .caption.run import partial_path, run_caption
 
     try:
         run_caption(from_args(args), reporter)
@@ -93,7 +93,7 @@ def _caption(args, reporter):
 
 
 def _caption_batch(args, reporter):
-    from .caption_batch import run_caption_batch
+    from .caption.batch import run_caption_batch
 
     args.before = args.after = None  # each pair's, from the CSV
     summary = run_caption_batch(args.pairs_csv, from_args(args), reporter)
@@ -122,7 +122,7 @@ def _info(args, reporter):
 
 
 def _evaluate(args, reporter):
-    from .evaluate import run_evaluate
+    from .evaluate.run import run_evaluate
 
     result = run_evaluate(args.annotations, args.images, args.output, reporter, split=args.split,
                           model=args.model, device=args.device, batch_size=args.batch_size,

@@ -3,9 +3,9 @@ from collections import Counter
 
 import numpy as np
 
-from . import gpkg_layer as gl
 from .errors import BadInput
-from .layer_file import open_layer, read_checked
+from .layer import gpkg as gl
+from .layer.existing_layer import open_layer, read_checked
 
 MODEL_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_source", "clip_model_sha256")
 

@@ -14,8 +14,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import gpkg_layer as gl
 from .errors import BadInput, PipelineFailure
+from .layer import gpkg as gl
 
 LOCK_SUFFIX = ".lock"
 _held = set()  # outputs locked by this process: the marker cannot tell two runs of one process apart

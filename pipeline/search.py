@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import gpkg_layer as gl
 from .caption_params import MAX_TEXT_CHARS
 from .errors import BadInput
-from .layer_file import check_writable, field_dtypes, open_layer, read_checked
+from .layer import gpkg as gl
+from .layer.existing_layer import check_writable, field_dtypes, open_layer, read_checked
 from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
 
@@ -115,7 +115,7 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
     check_writable(layer)
     dtypes = field_dtypes(layer)
     if clip:
-        from .clip_fields import ClipFieldsMissingError, require_clip_fields
+        from .caption.clip_annotator import ClipFieldsMissingError, require_clip_fields
 
         try:
             require_clip_fields(dtypes, str(layer))
@@ -256,7 +256,7 @@ def _clip_tag(text, when, change):
 
 
 def _clip_scores(meta, layer, text, clip_model, device, when, change, clip_encoder):
-    from .clip_fields import clip_scores
+    from .caption.clip_annotator import clip_scores
 
     if clip_encoder is None:
         source = clip_model or meta.get("clip_model_source")

@@ -7,7 +7,7 @@ to stderr. The worker never dies on a bad request: it answers {"ok": false, "err
 Every request is bounded before any work: a line is read MAX_LINE_BYTES at most at a time (a
 longer one is skipped to its end unread, not buffered), a request embeds at most MAX_TEXTS texts
 of at most MAX_TEXT_CHARS characters, and a caption_at request (the map tool's click,
-pipeline/point_caption.py) describes one window of at most the largest tile size. Answers are
+pipeline/caption/point.py) describes one window of at most the largest tile size. Answers are
 strict JSON: never NaN or Infinity.
 """
 import contextlib
@@ -17,8 +17,8 @@ import sys
 
 from rsicrc import __version__
 
+from .caption.point import PointCaptioner
 from .caption_params import MAX_TEXT_CHARS  # the bound of every query text
-from .point_caption import PointCaptioner
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB a request line
 MAX_TEXTS = 256  # texts a request; the dock sends one

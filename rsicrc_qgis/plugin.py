@@ -6,16 +6,17 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from . import messages, search_worker, settings
-from .caption_dialog import CaptionDialog
-from .caption_task import CaptionTask
-from .click_panel import ClickPanel
-from .environment import check_environment
-from .map_tool import ClickController
+from . import messages, settings
+from .caption.dialog import CaptionDialog
+from .caption.task import CaptionTask
+from .click.map_tool import ClickController
+from .click.panel import ClickPanel
 from .processing.provider import RsicrcProvider
-from .search_dock import SearchDock
-from .settings_dialog import SettingsDialog
-from .setup_dialog import SetupDialog
+from .search.dock import SearchDock
+from .setup.dialog import SetupDialog
+from .setup.settings_dialog import SettingsDialog
+from .worker import serve_client as search_worker
+from .worker.environment import check_environment
 
 ICONS = Path(__file__).resolve().parent.parent / "resources" / "icons"
 MENU = "&RSICRC"

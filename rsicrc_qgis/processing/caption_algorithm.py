@@ -16,9 +16,10 @@ from qgis.core import (
 )
 
 from ...pipeline.caption_params import DEVICES, form_options
-from .. import caption_job, pair_checks, protocol
-from ..environment import EnvironmentProblem
-from ..worker_process import Canceled, CliFailure
+from ..caption import job as caption_job, pair_checks
+from ..worker import protocol
+from ..worker.environment import EnvironmentProblem
+from ..worker.process import Canceled, CliFailure
 from .layer_post_processor import StyleHeatmapLayer, StyleResultLayer
 
 HELP = """Captions what changed between two aligned rasters of the same place, tile by tile, with

@@ -1,8 +1,8 @@
 """Style a result layer once Processing has loaded it into the project (main thread)."""
 from qgis.core import QgsProcessingLayerPostProcessorInterface
 
-from ..heatmap_layer import mark_heatmap, place_heatmaps
-from ..styling import add_when_changed_view, style_result_layer
+from ..layers.heatmap_layer import mark_heatmap, place_heatmaps
+from ..layers.styling import add_when_changed_view, style_result_layer
 
 
 class StyleResultLayer(QgsProcessingLayerPostProcessorInterface):

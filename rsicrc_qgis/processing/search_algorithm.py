@@ -17,11 +17,13 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .. import result_layer, scoring, search_core, settings
-from ..environment import EnvironmentProblem
-from ..layer_search import SearchProblem, check_score_field
-from ..search_worker import WorkerError, shared_worker
-from ..worker_process import Canceled
+from .. import settings
+from ..layers import result_layer
+from ..search import scoring, core as search_core
+from ..search.layer_search import SearchProblem, check_score_field
+from ..worker.environment import EnvironmentProblem
+from ..worker.process import Canceled
+from ..worker.serve_client import WorkerError, shared_worker
 from .layer_post_processor import StyleResultLayer
 
 HELP = """Scores every tile of a layer made by "Caption changes between two rasters" (or by

@@ -13,8 +13,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from rsicrc.pipeline.cli import main
-from rsicrc.pipeline.clip_fields import (ClipTileAnnotator, blobs_to_matrix, parse_classes,
-                                         score_embeddings)
+from rsicrc.pipeline.caption.clip_annotator import ClipTileAnnotator, blobs_to_matrix, parse_classes, score_embeddings
 
 TILE = 64
 CLASSES = "forest, água, bâtiments, 建筑, здания, 숲"
@@ -45,7 +44,7 @@ def _layer(path):
 
 
 def _metadata(path):
-    from rsicrc.pipeline.gpkg_layer import read_metadata
+    from rsicrc.pipeline.layer.gpkg import read_metadata
 
     return read_metadata(path)
 

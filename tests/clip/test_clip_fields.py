@@ -1,12 +1,12 @@
-"""rsicrc.pipeline.clip_fields: per-tile RS-M-CLIP fields, zero-shot classes and scoring."""
+"""rsicrc.pipeline.caption.clip_annotator: per-tile RS-M-CLIP fields, zero-shot classes and scoring."""
 
 import numpy as np
 import pytest
 
-from rsicrc.pipeline.clip_fields import (CLASS_FIELDS, DEFAULT_CLASSES, ClipFieldsMissingError,
-                                         ClipTileAnnotator, blobs_to_matrix, classify_embeddings,
-                                         clip_scores, embedding_to_blob, parse_classes,
-                                         require_clip_fields, score_embeddings)
+from rsicrc.pipeline.caption.clip_annotator import (CLASS_FIELDS, DEFAULT_CLASSES, ClipFieldsMissingError,
+                                                    ClipTileAnnotator, blobs_to_matrix, classify_embeddings,
+                                                    clip_scores, embedding_to_blob, parse_classes, require_clip_fields,
+                                                    score_embeddings)
 
 
 def _unit(rows):

@@ -11,7 +11,7 @@ from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 from rasterio.enums import ColorInterp
 
 from rsicrc.pipeline.cli import main
-from rsicrc.pipeline.raster_pair import plan_pair
+from rsicrc.pipeline.raster.pair_plan import plan_pair
 
 NO_MODEL = "/nonexistent/model"
 
@@ -113,7 +113,7 @@ def test_target_resolution_resamples_both_dates_onto_a_new_grid(rasters):
     assert plan.before.warp and plan.after.warp
     assert (plan.grid.width, plan.grid.height) == (600, 600) and plan.grid.res == (0.25, 0.25)
     assert plan.window == (0, 0, 600, 600)
-    from rsicrc.pipeline.raster_pair import open_on_grid
+    from rsicrc.pipeline.raster.pair_plan import open_on_grid
 
     with open_on_grid(plan.before, plan.grid) as reader:
         rgb, valid = reader.read((0, 0, 128, 128))

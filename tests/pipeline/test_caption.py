@@ -9,10 +9,10 @@ import rasterio
 import shapely
 from pipeline_test_rasters import ORIGIN, scene, uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.layer import gpkg as gl
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.progress import Reporter
-from rsicrc.pipeline.stretch import HIGH_PERCENTILE, LOW_PERCENTILE
+from rsicrc.pipeline.raster.stretch import HIGH_PERCENTILE, LOW_PERCENTILE
 
 TILE = 128
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
+from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.cli import main
 
 TILE = 64

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from affine import Affine
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
-from rsicrc.pipeline import heatmap as hm
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.layer import gpkg as gl
+from rsicrc.pipeline.caption import heatmap as hm
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
 from rsicrc.pipeline.progress import Reporter
@@ -152,8 +152,8 @@ def test_skipped_tiles_are_nodata(tmp_path, captioner):
 def test_block_by_block_build_equals_one_block(made, pair, monkeypatch, tmp_path):
     """Small blocks and column chunks (what bounds memory on big rasters) give the same raster."""
     out, heat = made
-    from rsicrc.pipeline.raster_pair import plan_pair
-    from rsicrc.pipeline.tiling import tile_grid
+    from rsicrc.pipeline.raster.pair_plan import plan_pair
+    from rsicrc.pipeline.raster.tiling import tile_grid
 
     plan = plan_pair(*pair, tile_size=TILE)
     tiles = tile_grid(plan.window, TILE)
@@ -170,8 +170,8 @@ def test_a_big_heatmap_has_overviews(made, pair, tmp_path):
     out, _ = made
     from dataclasses import replace
 
-    from rsicrc.pipeline.raster_pair import plan_pair
-    from rsicrc.pipeline.tiling import tile_grid
+    from rsicrc.pipeline.raster.pair_plan import plan_pair
+    from rsicrc.pipeline.raster.tiling import tile_grid
 
     plan = plan_pair(*pair, tile_size=TILE)
     big = replace(plan.grid, width=2048, height=1024)  # the layer's tiles cover its top-left corner
@@ -326,8 +326,8 @@ def test_layers_without_or_with_bad_maps_are_refused(made, pair, captioner, tmp_
 
     from osgeo import ogr
 
-    from rsicrc.pipeline.raster_pair import plan_pair
-    from rsicrc.pipeline.tiling import tile_grid
+    from rsicrc.pipeline.raster.pair_plan import plan_pair
+    from rsicrc.pipeline.raster.tiling import tile_grid
 
     plan = plan_pair(*pair, tile_size=TILE)
     tiles = tile_grid(plan.window, TILE)

@@ -23,7 +23,7 @@ import rasterio
 from affine import Affine
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
+from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.cli import main
 
 TILE = 64

@@ -20,9 +20,9 @@ import torch
 from osgeo import ogr
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
+from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline import serve as serve_mod
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.progress import Reporter
 

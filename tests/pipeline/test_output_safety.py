@@ -12,9 +12,9 @@ import pytest
 from layer_edits import set_null
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
+from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline import output_file
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.progress import Reporter
 
@@ -106,7 +106,7 @@ def test_an_output_that_cannot_be_replaced_keeps_the_finished_tiles(pair, captio
     monkeypatch.setattr(os, "replace", refuse)
     argv = ["caption", *pair, "-o", str(out), "--model", captioner.source, "--tile-size", str(TILE),
             "--overwrite"]
-    monkeypatch.setattr("rsicrc.pipeline.caption_run.load_captioner", lambda *a: captioner)
+    monkeypatch.setattr("rsicrc.pipeline.caption.run.load_captioner", lambda *a: captioner)
     assert main(argv) == 1
     err = capsys.readouterr().err
     part = gl.partial_path(out)

@@ -6,11 +6,11 @@ import rasterio
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 from rasterio.transform import from_origin
 
-from rsicrc.pipeline import plan_size
+from rsicrc.pipeline.raster import plan_size
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
-from rsicrc.pipeline.raster_pair import plan_pair
-from rsicrc.pipeline.tiling import tile_grid
+from rsicrc.pipeline.raster.pair_plan import plan_pair
+from rsicrc.pipeline.raster.tiling import tile_grid
 
 NO_MODEL = "/nonexistent/model"  # the refusal comes before any model is looked for
 

@@ -6,8 +6,8 @@ import pytest
 from pipeline_test_rasters import uint8_scene, write_raster
 
 from rsicrc.model.device import cpu_has_bf16
-from rsicrc.pipeline import gpkg_layer as gl
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.layer import gpkg as gl
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
 from rsicrc.pipeline.progress import Reporter

@@ -10,13 +10,13 @@ import pytest
 from pipeline_test_rasters import uint8_scene, write_raster
 from test_bad_input import CASES, NO_MODEL, rasters  # noqa: F401 - rasters: the fixture
 
-from rsicrc.pipeline import gpkg_layer as gl
-from rsicrc.pipeline import ray_engine
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.layer import gpkg as gl
+from rsicrc.pipeline.caption import ray_engine
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import PipelineFailure
 from rsicrc.pipeline.progress import Reporter
-from rsicrc.pipeline.shards import parts_dir
+from rsicrc.pipeline.layer.shards import parts_dir
 
 ray = pytest.importorskip("ray")
 
@@ -180,7 +180,7 @@ def test_caption_batch_on_ray_equals_the_local_batch(pair, small_checkpoint, tmp
 def test_shards_cover_what_is_not_done_and_a_left_part_adds_no_tile_twice(tmp_path):
     import pyarrow as pa
 
-    from rsicrc.pipeline import shards as sh
+    from rsicrc.pipeline.layer import shards as sh
 
     plan = sh.plan_shards(10, np.array([0, 1, 2, 3, 5]), 4)
     assert [(s.first, s.stop, s.skip, s.size) for s in plan] == [(4, 8, [5], 3), (8, 10, [], 2)]

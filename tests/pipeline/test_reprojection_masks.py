@@ -22,10 +22,10 @@ from rasterio.enums import ColorInterp
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from rsicrc.pipeline import raster_pair
-from rsicrc.pipeline.raster_pair import open_on_grid, plan_pair
-from rsicrc.pipeline.tile_reader import TileReader
-from rsicrc.pipeline.tiling import tile_grid
+from rsicrc.pipeline.raster import pair_plan as raster_pair
+from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+from rsicrc.pipeline.raster.tile_reader import TileReader
+from rsicrc.pipeline.raster.tiling import tile_grid
 
 TILE = 64
 TOLERANCE = 0.01

@@ -10,7 +10,7 @@ import pyogrio.raw
 import pytest
 from pipeline_test_rasters import scene, uint8_scene, write_raster
 
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.progress import Reporter
 

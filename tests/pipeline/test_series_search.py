@@ -11,7 +11,7 @@ import pytest
 from pipeline_test_rasters import uint8_scene, write_raster
 
 from rsicrc.pipeline.caption_params import CaptionParams
-from rsicrc.pipeline.caption_run import run_caption
+from rsicrc.pipeline.caption.run import run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.progress import Reporter
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
-from rsicrc.pipeline.caption_run import CaptionParams, run_caption
-from rsicrc.pipeline.clip_fields import ClipTileAnnotator, parse_classes
-from rsicrc.pipeline.point_caption import ATTENTION_MISSING, supports_attention
+from rsicrc.pipeline.layer import gpkg as gl
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
+from rsicrc.pipeline.caption.clip_annotator import ClipTileAnnotator, parse_classes
+from rsicrc.pipeline.caption.point import ATTENTION_MISSING, supports_attention
 from rsicrc.pipeline.progress import Reporter
-from rsicrc.pipeline.raster_pair import plan_pair
+from rsicrc.pipeline.raster.pair_plan import plan_pair
 from rsicrc.pipeline.serve import SearchWorker, serve
 
 TILE = 128

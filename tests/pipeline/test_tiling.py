@@ -1,6 +1,6 @@
 import pytest
 
-from rsicrc.pipeline.tiling import axis_offsets, tile_grid
+from rsicrc.pipeline.raster.tiling import axis_offsets, tile_grid
 
 
 @pytest.mark.parametrize("start,length,size,overlap", [(0, 256, 256, 0), (5, 700, 256, 0), (3, 1000, 256, 32),

@@ -14,10 +14,10 @@ import rasterio
 import shapely
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline import gpkg_layer as gl
-from rsicrc.pipeline import raster_pair
+from rsicrc.pipeline.layer import gpkg as gl
+from rsicrc.pipeline.raster import pair_plan as raster_pair
 from rsicrc.pipeline.caption_params import MAX_DATES, CaptionParams, ParamError
-from rsicrc.pipeline.caption_run import run_caption
+from rsicrc.pipeline.caption.run import run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.progress import Reporter
 

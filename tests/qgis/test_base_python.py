@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rsicrc.rsicrc_qgis import base_python as bp
-from rsicrc.rsicrc_qgis.base_python import Host, NoBasePython, candidates, find_base_python
+from rsicrc.rsicrc_qgis.worker import base_python as bp
+from rsicrc.rsicrc_qgis.worker.base_python import Host, NoBasePython, candidates, find_base_python
 
 
 def fake_python(path, version=(3, 12, 4), missing=(), bits=64, **more):
@@ -187,7 +187,7 @@ def test_real_probe_of_this_machines_python():
 def test_supported_range_follows_the_pins():
     """SUPPORTED comes from these pins' wheels on PyPI (see its comment): a changed pin must
     come with a re-checked range."""
-    from rsicrc.rsicrc_qgis.setup_environment import pinned_requirements
+    from rsicrc.rsicrc_qgis.setup.environment_setup import pinned_requirements
 
     pins = set(pinned_requirements())
     assert {"torch==2.14.1", "shapely==2.2.0", "numpy>=1.24,<2"} <= pins, (
@@ -198,7 +198,7 @@ def test_supported_range_follows_the_pins():
 def test_setup_task_refuses_an_old_python(qgis_app, tmp_path, wait_signal):
     from qgis.core import QgsApplication
 
-    from rsicrc.rsicrc_qgis.setup_environment import SetupEnvironmentTask
+    from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask
 
     old = fake_python(tmp_path / "py39" / "python", (3, 9, 2))
     task = SetupEnvironmentTask(tmp_path / "venv", requirements=[], python=str(old))
@@ -219,8 +219,8 @@ def test_a_candidate_found_twice_is_listed_once(tmp_path):
 
 
 def test_setup_dialog_states_the_cost_for_this_platform(qgis_app, tmp_path):
-    from rsicrc.rsicrc_qgis.setup_dialog import SetupDialog
-    from rsicrc.rsicrc_qgis.setup_environment import ENV_COST
+    from rsicrc.rsicrc_qgis.setup.dialog import SetupDialog
+    from rsicrc.rsicrc_qgis.setup.environment_setup import ENV_COST
 
     dialog = SetupDialog(venv_dir=tmp_path / "venv", requirements=["torch==2.14.1"])
     assert ENV_COST[sys.platform if sys.platform in ENV_COST else "linux"] in dialog.label.text()
@@ -231,7 +231,7 @@ def test_setup_task_finds_the_base_python_itself(qgis_app, tmp_path, monkeypatch
     """No interpreter given: the search runs inside the task and the log names what it took."""
     from qgis.core import QgsApplication, QgsSettings
 
-    from rsicrc.rsicrc_qgis.setup_environment import SetupEnvironmentTask
+    from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask
 
     monkeypatch.setenv(bp.ENV_VAR, sys.executable)
     task = SetupEnvironmentTask(tmp_path / "venv", requirements=[])

@@ -8,7 +8,7 @@ from qgis.PyQt.QtWidgets import QPushButton
 
 
 def _make_task(plugin, raster_pair, output, **kw):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     before, after = raster_pair
     return caption_job.caption_args({"before": str(before), "after": str(after), "output": str(output),
@@ -17,7 +17,7 @@ def _make_task(plugin, raster_pair, output, **kw):
 
 def test_cancel_stops_child_and_leaves_resumable_output(plugin, worker_env, raster_pair, tmp_path,
                                                         wait_signal):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     output = tmp_path / "cancelled.gpkg"
     task = plugin.start_caption(_make_task(plugin, raster_pair, output), str(output), "c")
@@ -63,7 +63,7 @@ def test_broken_interpreter_gives_message_not_crash(plugin, qgis_iface, raster_p
 
 def test_interpreter_without_dependencies_is_reported(plugin, monkeypatch, tmp_path):
     """A real Python that lacks torch & co (the system one without the venv) is 'broken'."""
-    from rsicrc.rsicrc_qgis.environment import check_environment
+    from rsicrc.rsicrc_qgis.worker.environment import check_environment
 
     venv = tmp_path / "bare"
     import subprocess
@@ -76,7 +76,7 @@ def test_interpreter_without_dependencies_is_reported(plugin, monkeypatch, tmp_p
 
 
 def test_working_environment_is_recognised(worker_env):
-    from rsicrc.rsicrc_qgis.environment import check_environment
+    from rsicrc.rsicrc_qgis.worker.environment import check_environment
 
     status = check_environment()
     assert status.ok, status.message

@@ -32,8 +32,8 @@ def clip_gpkg(worker_env, raster_pair, tiny_clip_folder, small_checkpoint, tmp_p
 
 def _stored(gpkg):
     """(tile ids, clip_before matrix, clip_after matrix) straight from the file's BLOBs."""
-    from rsicrc.pipeline.clip_fields import blobs_to_matrix
-    from rsicrc.pipeline.gpkg_layer import read_metadata
+    from rsicrc.pipeline.caption.clip_annotator import blobs_to_matrix
+    from rsicrc.pipeline.layer.gpkg import read_metadata
 
     con = sqlite3.connect(gpkg)
     try:
@@ -49,7 +49,7 @@ def _stored(gpkg):
 
 def _expected(encoder, gpkg, text, when, appeared):
     """tile_id -> the score `rsicrc search --clip` computes (clip_scores with the text tower)."""
-    from rsicrc.pipeline.clip_fields import clip_scores
+    from rsicrc.pipeline.caption.clip_annotator import clip_scores
 
     tiles, before, after = _stored(gpkg)
     direct = clip_scores(encoder, text, before, after, when=when, change=appeared)
@@ -113,7 +113,7 @@ def test_algorithm_clip_scores_match_pipeline(plugin, clip_layer, clip_gpkg, tin
 
 def test_dock_multilingual_scores_and_selects_best(plugin, clip_layer, clip_gpkg, tiny_clip,
                                                    wait_signal):
-    from rsicrc.rsicrc_qgis import search_core
+    from rsicrc.rsicrc_qgis.search import core as search_core
 
     dock = plugin.dock
     dock.set_layer(clip_layer)
@@ -171,7 +171,7 @@ def test_algorithm_layer_missing_clip_fields_is_a_clear_error(plugin, stripped_l
 
 
 def test_dock_layer_without_clip_offers_no_multilingual_search(plugin, captioned):
-    from rsicrc.rsicrc_qgis import search_core
+    from rsicrc.rsicrc_qgis.search import core as search_core
 
     _, result = captioned
     plain = QgsVectorLayer(result["OUTPUT"], "no clip", "ogr")
@@ -187,7 +187,7 @@ def test_dock_layer_without_clip_offers_no_multilingual_search(plugin, captioned
 
 
 def test_dock_layer_missing_clip_fields_says_so(plugin, stripped_layer):
-    from rsicrc.rsicrc_qgis import search_core
+    from rsicrc.rsicrc_qgis.search import core as search_core
 
     dock = plugin.dock
     dock.set_layer(stripped_layer)

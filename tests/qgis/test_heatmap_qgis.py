@@ -3,7 +3,7 @@ styled with the transparent-to-hot ramp, right below the result layer."""
 import rasterio
 from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
 
-from rsicrc.rsicrc_qgis.heatmap_layer import RESULT_PROPERTY
+from rsicrc.rsicrc_qgis.layers.heatmap_layer import RESULT_PROPERTY
 
 
 def _remove_layers_of(*paths):
@@ -46,7 +46,7 @@ def test_processing_writes_the_heatmap_output(plugin, worker_env, raster_pair, t
         assert ds.transform.a == 4 * src.transform.a
         data = ds.read(1)
     assert (data >= 0).all() and data.max() > 0  # both tiles captioned
-    from rsicrc.pipeline.gpkg_layer import read_metadata
+    from rsicrc.pipeline.layer.gpkg import read_metadata
 
     assert read_metadata(out)["heatmap"] == str(heat)
 
@@ -73,7 +73,7 @@ def test_toolbox_loads_heatmap_below_the_result(plugin, worker_env, raster_pair,
 
 
 def test_dialog_task_adds_heatmap_below_the_result(plugin, worker_env, raster_pair, tmp_path, wait_signal):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     out, heat = tmp_path / "dialog.gpkg", tmp_path / "dialog.tif"
     args = caption_job.caption_args({"before": str(raster_pair[0]), "after": str(raster_pair[1]),

@@ -9,9 +9,10 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapToolPan
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 
-from rsicrc.rsicrc_qgis import click_request, map_tool, settings
-from rsicrc.rsicrc_qgis.click_panel import ClickPanel
-from rsicrc.rsicrc_qgis.search_worker import WorkerError
+from rsicrc.rsicrc_qgis.click import request as click_request, map_tool
+from rsicrc.rsicrc_qgis import settings
+from rsicrc.rsicrc_qgis.click.panel import ClickPanel
+from rsicrc.rsicrc_qgis.worker.serve_client import WorkerError
 
 UTM = QgsCoordinateReferenceSystem("EPSG:32632")
 HEAT = [[0.0, 0.1, 0.2], [0.3, 0.4, 0.5], [0.6, 0.7, 0.9]]  # row 0 = north

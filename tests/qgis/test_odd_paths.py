@@ -13,7 +13,8 @@ FILE_NAME = "changes #1 ?.gpkg"
 @pytest.mark.parametrize("name", OPENABLE)
 def test_result_layer_in_an_odd_folder_is_opened_and_searched(plugin, worker_env, captioned, tmp_path, name,
                                                               wait_signal):
-    from rsicrc.rsicrc_qgis import caption_job, result_layer
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
+    from rsicrc.rsicrc_qgis.layers import result_layer
 
     out, _ = captioned
     folder = tmp_path / name
@@ -43,7 +44,8 @@ def test_result_layer_in_an_odd_folder_is_opened_and_searched(plugin, worker_env
 
 def test_percent_escapes_are_opened_or_refused_up_front(captioned, tmp_path):
     """"%20" in a folder name: opened where QGIS's GDAL can, else refused as an output at once."""
-    from rsicrc.rsicrc_qgis import caption_job, result_layer
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
+    from rsicrc.rsicrc_qgis.layers import result_layer
 
     folder = tmp_path / "fifty%20percent"
     folder.mkdir()
@@ -59,7 +61,7 @@ def test_percent_escapes_are_opened_or_refused_up_front(captioned, tmp_path):
 
 
 def test_a_pipe_in_the_output_path_is_refused(tmp_path):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     folder = tmp_path / "dots.gpkg|layername=x"
     folder.mkdir()

@@ -148,7 +148,7 @@ def test_stated_environment_cost_is_the_same_everywhere():
     """The per-platform download/disk figures in the setup dialog, metadata.txt and README agree."""
     import re
 
-    from rsicrc.rsicrc_qgis.setup_environment import ENV_COST
+    from rsicrc.rsicrc_qgis.setup.environment_setup import ENV_COST
 
     about = (REPO / "metadata.txt").read_text(encoding="utf-8")
     readme = (REPO / "README.md").read_text(encoding="utf-8")

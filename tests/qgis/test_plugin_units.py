@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_protocol_lines():
-    from rsicrc.rsicrc_qgis import protocol
+    from rsicrc.rsicrc_qgis.worker import protocol
 
     assert protocol.parse_line('{"event": "progress", "done": 3, "total": 4}\n')["done"] == 3
     assert protocol.parse_line("Downloading weights 10%") is None
@@ -57,7 +57,7 @@ def test_autodetect_prefers_project_venv(monkeypatch):
 
 
 def test_caption_args_and_parameter_checks(tmp_path):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     out = str(tmp_path / "o.gpkg")
     args = caption_job.caption_args({"before": "b.tif", "after": "a.tif", "output": out, "bands": " 4, 3,2 ",
@@ -72,7 +72,7 @@ def test_caption_args_and_parameter_checks(tmp_path):
 
 
 def test_pinned_requirements_come_from_pyproject():
-    from rsicrc.rsicrc_qgis.setup_environment import pinned_requirements, setup_commands
+    from rsicrc.rsicrc_qgis.setup.environment_setup import pinned_requirements, setup_commands
 
     reqs = pinned_requirements()
     assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("rasterio") for r in reqs)
@@ -85,7 +85,7 @@ def test_setup_environment_task_streams_log(qgis_app, tmp_path, wait_signal):
     """A real venv creation with the pip step, log lines arriving while it runs."""
     from qgis.core import QgsApplication
 
-    from rsicrc.rsicrc_qgis.setup_environment import SetupEnvironmentTask
+    from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask
 
     task = SetupEnvironmentTask(tmp_path / "venv", requirements=[], python=sys.executable)
     lines = []
@@ -99,8 +99,8 @@ def test_setup_environment_task_streams_log(qgis_app, tmp_path, wait_signal):
 
 
 def test_clip_scoring_is_the_pipelines():
-    from rsicrc.pipeline.clip_fields import score_embeddings
-    from rsicrc.rsicrc_qgis.clip_scoring import clip_scores_from_embeddings
+    from rsicrc.pipeline.caption.clip_annotator import score_embeddings
+    from rsicrc.rsicrc_qgis.search.clip_scoring import clip_scores_from_embeddings
 
     rng = np.random.default_rng(1)
     t = rng.standard_normal(8).astype(np.float32)
@@ -129,7 +129,7 @@ def test_styling_on_documented_layout(tmp_path):
     """A GeoPackage written here in the documented layout (test input) gets the result style."""
     from osgeo import ogr, osr
 
-    from rsicrc.rsicrc_qgis import styling
+    from rsicrc.rsicrc_qgis.layers import styling
 
     path = tmp_path / "made.gpkg"
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
@@ -163,7 +163,7 @@ def test_styling_on_documented_layout(tmp_path):
 def test_pair_checks(raster_pair, tmp_path):
     from osgeo import gdal
 
-    from rsicrc.rsicrc_qgis import pair_checks
+    from rsicrc.rsicrc_qgis.caption import pair_checks
 
     before, after = (QgsRasterLayer(str(p), p.stem) for p in raster_pair)
     checks = pair_checks.check_pair(before, after, None, 256)
@@ -183,7 +183,7 @@ def test_pair_checks_use_the_files_crs_not_a_layer_override(raster_pair, tmp_pat
     from osgeo import gdal
     from qgis.core import QgsCoordinateReferenceSystem
 
-    from rsicrc.rsicrc_qgis import pair_checks
+    from rsicrc.rsicrc_qgis.caption import pair_checks
 
     before, after = (QgsRasterLayer(str(p), p.stem) for p in raster_pair)
     after.setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))  # the file says EPSG:32632
@@ -218,7 +218,7 @@ def test_metadata_txt_has_required_fields():
 def test_score_field_cannot_overwrite_what_caption_wrote(name):
     from qgis.core import QgsVectorLayer
 
-    from rsicrc.rsicrc_qgis import layer_search
+    from rsicrc.rsicrc_qgis.search import layer_search
 
     layer = QgsVectorLayer("Point?field=tile_id:integer&field=change_score:double", "result", "memory")
     with pytest.raises(layer_search.SearchProblem, match="would overwrite"):
@@ -231,7 +231,8 @@ def test_score_field_cannot_overwrite_what_caption_wrote(name):
 def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monkeypatch):
     """The child imports rsicrc from the plugin folder (whatever it is called) and does not see
     the other plugins' folders: one named like a dependency cannot shadow it."""
-    from rsicrc.rsicrc_qgis import environment, settings
+    from rsicrc.rsicrc_qgis.worker import environment
+    from rsicrc.rsicrc_qgis import settings
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -252,7 +253,7 @@ def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monk
 
 def test_a_search_that_reads_fewer_features_than_the_layer_has_says_so():
     """QGIS only logs a file it fails to open from a worker thread; the iteration just ends."""
-    from rsicrc.rsicrc_qgis import layer_search, search_core
+    from rsicrc.rsicrc_qgis.search import layer_search, core as search_core
 
     search_core.check_all_read("l", 5, 5)
     with pytest.raises(layer_search.SearchProblem, match="Only 3 of the 5 features"):

@@ -21,7 +21,7 @@ def test_caption_writes_styled_ready_geopackage(captioned, raster_pair):
     for f in layer.getFeatures():
         assert isinstance(f["caption"], str) and f["caption"]
         assert 0.0 <= f["change_score"] <= 1.0
-    from rsicrc.pipeline.gpkg_layer import list_layers, read_metadata
+    from rsicrc.pipeline.layer.gpkg import list_layers, read_metadata
 
     assert read_metadata(out)["complete"] is True
     assert list_layers(out) == ["changes"]  # QGIS asks nothing: the metadata is not a layer

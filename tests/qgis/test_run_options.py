@@ -91,7 +91,7 @@ def test_processing_parameters_are_built_from_the_options(plugin):
 def test_every_option_travels_from_processing_to_the_command(plugin, raster_pair, tmp_path):
     from qgis.core import QgsApplication
 
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
     from rsicrc.rsicrc_qgis.processing.caption_algorithm import option_choices, option_value
 
     alg = QgsApplication.processingRegistry().algorithmById("rsicrc:captionchanges")
@@ -162,7 +162,8 @@ def test_dialog_defaults_are_the_options_defaults(plugin, monkeypatch):
 
 
 def test_plugin_settings_fill_what_the_form_leaves_empty(monkeypatch, tmp_path):
-    from rsicrc.rsicrc_qgis import caption_job, settings
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
+    from rsicrc.rsicrc_qgis import settings
 
     out = str(tmp_path / "o.gpkg")
     base = {"before": "b.tif", "after": "a.tif", "output": out}
@@ -186,7 +187,7 @@ def test_plugin_settings_fill_what_the_form_leaves_empty(monkeypatch, tmp_path):
 
 
 def test_form_values_are_checked_before_a_run(tmp_path):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     base = {"before": "b.tif", "after": "a.tif", "output": str(tmp_path / "o.gpkg")}
     with pytest.raises(caption_job.BadParameter, match="Tile overlap"):

@@ -20,7 +20,7 @@ MAX_BLOCKED_S = 0.5
 def big_file(captioned, tmp_path_factory):
     """100,000 tiles with random unit embeddings, carrying the captioned layer's run metadata (so
     the worker embeds the text with the same generated model)."""
-    from rsicrc.pipeline import gpkg_layer as gl
+    from rsicrc.pipeline.layer import gpkg as gl
 
     out, _ = captioned
     meta = gl.read_metadata(out)
@@ -80,7 +80,7 @@ class Watchdog:
 
 def _expected(meta, emb, text):
     """Scores from the same worker's text embedding and the stored vectors (tile_id order)."""
-    from rsicrc.rsicrc_qgis.search_worker import shared_worker
+    from rsicrc.rsicrc_qgis.worker.serve_client import shared_worker
 
     answer = shared_worker(device="cpu").embed_text([text], model=meta["model_source"])
     return emb @ np.asarray(answer["embeddings"][0], dtype=np.float32)
@@ -125,7 +125,7 @@ def test_search_of_100k_tiles_being_edited_asks_to_save_first(plugin, worker_env
     """QGIS undoes (and discards) attribute edits in quadratic time: 100,000 scores in the edit
     buffer would freeze it for minutes at the next undo. The dock says so at once and changes
     nothing; a small layer being edited gets the scores as one undo step (test_search_dock.py)."""
-    from rsicrc.rsicrc_qgis.layer_search import EDIT_BUFFER_MAX_FEATURES
+    from rsicrc.rsicrc_qgis.search.layer_search import EDIT_BUFFER_MAX_FEATURES
 
     layer, meta, emb = big_layer
     assert N_TILES > EDIT_BUFFER_MAX_FEATURES

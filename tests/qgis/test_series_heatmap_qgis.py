@@ -17,8 +17,8 @@ from qgis.core import (
 )
 from rasterio.transform import from_origin
 
-from rsicrc.rsicrc_qgis.heatmap_layer import BAND_PROPERTY, RESULT_PROPERTY, place_heatmaps
-from rsicrc.rsicrc_qgis.styling import WHEN_PROPERTY
+from rsicrc.rsicrc_qgis.layers.heatmap_layer import BAND_PROPERTY, RESULT_PROPERTY, place_heatmaps
+from rsicrc.rsicrc_qgis.layers.styling import WHEN_PROPERTY
 
 NAMES = ["2019.tif", "2020.tif", "2021.tif"]
 TOPS = [0.5, 0.9]  # each band's maximum: a layer drawn from band b stretches to TOPS[b - 1]
@@ -136,7 +136,7 @@ def _tree(project):
 
 def _finish_task(gpkg, name="Changes"):
     """What the dialog's task does once the worker is done."""
-    from rsicrc.rsicrc_qgis.caption_task import CaptionTask
+    from rsicrc.rsicrc_qgis.caption.task import CaptionTask
 
     task = CaptionTask([], str(gpkg), name)
     task.result = SimpleNamespace(done={"features": 4})

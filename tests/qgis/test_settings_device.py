@@ -2,7 +2,7 @@
 worker in the project's venv (no GPU here: the CPU and why)."""
 import pytest
 
-from rsicrc.rsicrc_qgis.device_check import DeviceStatus, check_device, describe
+from rsicrc.rsicrc_qgis.worker.device_check import DeviceStatus, check_device, describe
 
 H200_REPORT = {"requested": "auto", "device": "cuda", "name": "NVIDIA H200", "memory_bytes": 150_000_000_000,
                "reason": None, "warning": None, "fix": None, "error": None}
@@ -30,7 +30,7 @@ def dialog_factory(qgis_app):
     made = []
 
     def make(checker):
-        from rsicrc.rsicrc_qgis.settings_dialog import SettingsDialog
+        from rsicrc.rsicrc_qgis.setup.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(device_checker=checker)
         made.append(dialog)

@@ -156,7 +156,7 @@ def test_dialog_check_failing_on_the_third_date_names_it(plugin, layers, tmp_pat
 
 
 def test_series_checks_name_the_date_at_fault(raster_pair, series):
-    from rsicrc.rsicrc_qgis import pair_checks
+    from rsicrc.rsicrc_qgis.caption import pair_checks
 
     before, after = (QgsRasterLayer(str(p), p.stem) for p in raster_pair)
     d3, d4, moved = (QgsRasterLayer(str(series[n]), n) for n in ("d3", "d4", "moved"))
@@ -200,7 +200,7 @@ def test_processing_turns_later_into_the_command_in_order(plugin, raster_pair, s
     """processing.run with LATER: the worker gets to_argv's command line, the dates in order."""
     import processing
 
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     asked = []
     monkeypatch.setattr(caption_job, "run_caption", lambda args, **kw: asked.append(args) or
@@ -225,7 +225,7 @@ def test_processing_turns_later_into_the_command_in_order(plugin, raster_pair, s
 
 
 def test_processing_later_layer_that_cannot_be_opened_is_named(plugin, raster_pair, series, tmp_path):
-    from rsicrc.rsicrc_qgis import caption_job
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     alg, context = _algorithm(), QgsProcessingContext()  # the context owns the layers it opens
     with pytest.raises(caption_job.BadParameter, match=r"Date 4 \(LATER\): .*nope.tif"):
@@ -302,7 +302,7 @@ def _series_gpkg(path, intervals=3, metadata=True):
 
 @pytest.mark.parametrize("metadata", [True, False], ids=["from-metadata", "from-features"])
 def test_when_did_it_change_view_of_three_intervals(qgis_app, tmp_path, metadata):
-    from rsicrc.rsicrc_qgis import styling
+    from rsicrc.rsicrc_qgis.layers import styling
 
     path = _series_gpkg(tmp_path / "series.gpkg", metadata=metadata)
     layer = QgsVectorLayer(f"{path}|layername=changes", "Changes", "ogr")
@@ -326,7 +326,7 @@ def test_when_did_it_change_view_of_three_intervals(qgis_app, tmp_path, metadata
 
 
 def test_one_interval_gets_no_view(qgis_app, tmp_path):
-    from rsicrc.rsicrc_qgis import styling
+    from rsicrc.rsicrc_qgis.layers import styling
 
     path = _series_gpkg(tmp_path / "pair.gpkg", intervals=1)
     layer = QgsVectorLayer(f"{path}|layername=changes", "Changes", "ogr")
@@ -342,7 +342,7 @@ def test_one_interval_gets_no_view(qgis_app, tmp_path):
 
 def test_dialog_task_adds_the_view_above_its_result(plugin, tmp_path):
     """What the dialog's task does once the worker is done: the result, and above it the view."""
-    from rsicrc.rsicrc_qgis.caption_task import CaptionTask
+    from rsicrc.rsicrc_qgis.caption.task import CaptionTask
 
     path = _series_gpkg(tmp_path / "task.gpkg", intervals=2)
     task = CaptionTask([], str(path), "Changes 2019 → 2021")
@@ -369,7 +369,7 @@ def test_dialog_task_adds_the_view_above_its_result(plugin, tmp_path):
 def test_toolbox_captions_three_dates_with_the_when_view(plugin, worker_env, raster_pair, series, tmp_path):
     import processing
 
-    from rsicrc.rsicrc_qgis.result_layer import read_metadata
+    from rsicrc.rsicrc_qgis.layers.result_layer import read_metadata
 
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())

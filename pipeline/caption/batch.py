@@ -1,0 +1,246 @@
+"""`rsicrc caption-batch PAIRS.csv -o OUT.gpkg`: many BEFORE/AFTER pairs captioned into one layer.
+
+PAIRS.csv has a header with the columns before,after and optionally name; a path is a file
+(relative to the CSV's folder) or anything GDAL reads (/vsicurl/ COGs, s3://). Each pair is checked
+as `caption` checks one; a bad pair is reported, listed in the metadata (`bad_pairs`) and skipped,
+and the others go on. Each good pair is captioned by `caption`'s own run (either engine, one model
+load for all pairs) into its own layer in OUT + ".pairs/"; the layers are then copied into OUT with
+a `pair` field (the name, or the CSV row number) and tile ids unique over the layer (a pair's ids
+are offset by the tiles of the pairs before it; row/col stay pixel offsets on the pair's grid).
+
+One layer has one CRS: a pair in another CRS than the first good pair's is a bad pair. With
+--resume, a pair's finished layer is kept when it holds the same job and an unfinished one is
+resumed.
+"""
+import csv
+import dataclasses
+import os
+
+from ..caption_params import ParamError, band_list
+from ..errors import BadInput
+from ..layer import gpkg as gl
+from ..models import load_captioner
+from ..output_file import OutputLock, check_output, discard_partial, move_into_place
+from ..progress import Reporter
+from ..raster.pair_plan import plan_pair
+from ..raster.tiling import tile_grid
+from .run import (_fingerprint, _load_clip, _now, _open_resume, driver_device, driver_precision, parsed_classes,
+                  run_caption, source_path)
+
+PAIRS_SUFFIX = ".pairs"
+
+
+@dataclasses.dataclass
+class BatchSummary:
+    output: str
+    features: int
+    pairs: int
+    bad_pairs: list
+    total: int
+
+
+def read_pairs(path):
+    """[(name, before, after)] from the CSV; BadInput naming the CSV when it cannot be used."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [str(c).strip().lower() for c in reader.fieldnames or []]
+    except FileNotFoundError:
+        raise BadInput("no such file", path) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInput(f"cannot be read as a CSV ({exc})", path) from None
+    if not {"before", "after"} <= set(header):
+        raise BadInput(f"needs a header with the columns before,after[,name]; it has {','.join(header) or 'none'}",
+                       path)
+    folder = os.path.dirname(os.path.abspath(path))
+    pairs, names = [], {}
+    for number, row in enumerate(rows, start=1):
+        row = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+        if not row.get("before") and not row.get("after"):
+            continue  # a blank line
+        name = row.get("name") or str(number)
+        if name in names:
+            raise BadInput(f"the pair name {name!r} is on rows {names[name]} and {number}; names must be unique", path)
+        names[name] = number
+        pairs.append((name, _resolve(row.get("before", ""), folder), _resolve(row.get("after", ""), folder)))
+    if not pairs:
+        raise BadInput("holds no pairs", path)
+    return pairs
+
+
+def _resolve(path, folder):
+    if not path or source_path(path) != os.path.abspath(path) or os.path.isabs(path):
+        return path
+    return os.path.join(folder, path)
+
+
+class _PairReporter(Reporter):
+    """One pair's run seen from the batch: progress over all tiles, messages naming the pair."""
+
+    def __init__(self, outer, name, offset, total):
+        self.outer, self.name, self.offset, self.total = outer, name, offset, total
+
+    def advance(self, done, total):
+        self.outer.advance(self.offset + done, self.total)
+
+    def warning(self, message):
+        self.outer.warning(f"pair {self.name}: {message}")
+
+
+def run_caption_batch(pairs_csv, p, reporter):
+    """Caption every good pair of `pairs_csv` with the options `p` (its before/after unused)."""
+    try:
+        p.check()
+    except ParamError as e:
+        raise BadInput(str(e)) from None
+    if p.heatmap:
+        raise BadInput("--heatmap is one GeoTIFF per pair; run `rsicrc caption` for the pairs that need one")
+    pairs = read_pairs(pairs_csv)
+    out = str(p.output)
+    inputs = [x for _, b, a in pairs for x in (b, a) if source_path(x) == os.path.abspath(x)]
+    check_output(out, inputs, overwrite=p.overwrite)
+    with OutputLock(out):
+        return _run_locked(pairs_csv, pairs, p, reporter, out)
+
+
+def _run_locked(pairs_csv, pairs, p, reporter, out):
+    folder = out + PAIRS_SUFFIX
+    good, bad, crs = [], [], None
+    for number, (name, before, after) in enumerate(pairs, start=1):
+        try:
+            if not before or not after:
+                raise BadInput("the row needs both a before and an after raster")
+            plan = plan_pair(before, after, bands=band_list(p.bands), tile_size=p.tile_size, reproject=p.reproject,
+                             target_resolution=p.target_resolution, overlap=p.overlap, yes_large=p.yes_large)
+            if crs is not None and plan.grid.crs != crs:
+                raise BadInput(f"its CRS ({plan.grid.crs.to_string()}) is not the layer's ({crs.to_string()}, of "
+                               f"pair {good[0]['name']}); warp it first (gdalwarp -t_srs)", before)
+        except BadInput as exc:
+            _bad(reporter, bad, name, number, before, after, exc)
+            continue
+        crs = plan.grid.crs if crs is None else crs
+        tiles = len(tile_grid(plan.window, p.tile_size, p.overlap))
+        good.append({"name": name, "row": number, "before": before, "after": after, "tiles": tiles, "plan": plan,
+                     "layer": os.path.join(folder, f"pair-{number:06d}.gpkg")})
+    total = sum(g["tiles"] for g in good)
+    if not good:
+        raise BadInput(f"not one pair can be captioned ({len(bad)} bad: see the warnings)", pairs_csv)
+    os.makedirs(folder, exist_ok=True)
+
+    cap = load_captioner(p.model, driver_device(p), driver_precision(p))
+    clip_annotator = None
+    if p.clip:
+        _, clip_annotator = _load_clip(p, parsed_classes(p), driver_device(p))
+    ray, started = None, False
+    if p.engine == "ray":
+        from .ray_engine import connect, import_ray
+
+        ray = import_ray()
+        started = connect(ray, p)
+    reporter.start(total, out)
+    offset, done_pairs = 0, []
+    try:
+        for g in good:
+            pp = dataclasses.replace(p, before=g["before"], after=g["after"], output=g["layer"], overwrite=False,
+                                     resume="auto" if p.resume else False)
+            try:
+                if not (p.resume and _finished(g, pp, cap)):
+                    run_caption(pp, _PairReporter(reporter, g["name"], offset, total), captioner=cap,
+                                clip_annotator=clip_annotator)
+            except BadInput as exc:
+                _bad(reporter, bad, g["name"], g["row"], g["before"], g["after"], exc)
+                discard_partial(gl.partial_path(g["layer"]))
+            else:
+                g["tile_id_offset"] = offset
+                done_pairs.append(g)
+            offset += g["tiles"]
+            reporter.advance(offset, total)
+    finally:
+        if started:
+            ray.shutdown()
+    if not done_pairs:
+        raise BadInput(f"not one pair could be captioned ({len(bad)} bad: see the warnings)", pairs_csv)
+    features, skipped = _merge(done_pairs, bad, pairs_csv, p, out)
+    for g in done_pairs:
+        os.remove(g["layer"])
+    if not os.listdir(folder):  # a bad pair's files, if any, stay for a look
+        os.rmdir(folder)
+    reporter.done(out, features, skipped)
+    return BatchSummary(out, features, len(done_pairs), bad, total)
+
+
+def _bad(reporter, bad, name, number, before, after, exc):
+    reporter.warning(f"pair {name} (row {number}) skipped: {exc}")
+    bad.append({"pair": name, "row": number, "before": before, "after": after, "error": str(exc)})
+
+
+def _finished(g, pp, cap):
+    """Whether the pair's layer from an earlier run of this batch is complete and the same job."""
+    if not os.path.exists(g["layer"]):
+        return False
+    try:
+        state = _open_resume(g["layer"], _fingerprint(pp, g["plan"], cap.sha256))
+    except BadInput:
+        return False
+    return bool(state and state.meta.get("complete"))
+
+
+def _merge(done_pairs, bad, pairs_csv, p, out):
+    """The pairs' layers copied into OUT (through OUT.partial): `pair` field, tile ids offset."""
+    import numpy as np
+    import pyogrio
+    import shapely
+
+    part = gl.partial_path(out)
+    if os.path.exists(part):
+        discard_partial(part)
+    first_meta = gl.read_metadata(done_pairs[0]["layer"])
+    writer, features, skipped, listed, fingerprints = None, 0, 0, [], []
+    kinds = {"int64": "int", "string": "text", "large_string": "text", "double": "real", "bool": "bool",
+             "binary": "blob", "large_binary": "blob"}
+    for g in done_pairs:
+        meta = gl.read_metadata(g["layer"])
+        fingerprints.append({"pair": g["name"], **meta["run_fingerprint"]})
+        skipped += int(meta.get("skipped_count", 0))
+        listed += [{"pair": g["name"], **t, "tile_id": t["tile_id"] + g["tile_id_offset"]}
+                   for t in meta.get("skipped_tiles", [])][:max(0, 1000 - len(listed))]
+        g["features"] = int(meta.get("features", 0))
+        with pyogrio.open_arrow(g["layer"], layer=gl.LAYER, use_pyarrow=True, batch_size=4096) as (info, reader):
+            geom_name = info["geometry_name"] or "wkb_geometry"
+            names = [n for n in reader.schema.names if n != geom_name]
+            if writer is None:
+                fields = [(n, kinds[str(reader.schema.field(n).type)]) for n in names]
+                core = len(gl.CORE_FIELDS) + len(gl.SERIES_FIELDS)
+                fields = fields[:core] + [(gl.PAIR_FIELD, "text")] + fields[core:]
+                writer = gl.LayerWriter(part, g["plan"].grid.crs.to_wkt(), fields)
+                writer.create({"complete": False, "run_fingerprint": {}})
+            for batch in reader:
+                columns = {n: batch.column(n).to_pylist() for n in names}
+                columns["tile_id"] = [t + g["tile_id_offset"] for t in columns["tile_id"]]
+                columns[gl.PAIR_FIELD] = [g["name"]] * batch.num_rows
+                geoms = shapely.from_wkb(np.asarray(batch.column(geom_name).to_pylist(), dtype=object))
+                writer.append(columns, shapely.bounds(geoms))
+                features += batch.num_rows
+    from rsicrc import __version__
+
+    params = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("output", "before", "after")}
+    metadata = {key: first_meta[key] for key in first_meta
+                if key not in ("params", "run_fingerprint", "created", "finished", "resumed", "features",
+                               "skipped_count", "skipped_tiles", "skipped_tiles_listed", "complete")}
+    metadata.update({
+        "params": {**params, "pairs_csv": os.path.abspath(pairs_csv)},
+        "software_version": __version__,
+        "created": first_meta.get("created"),
+        "finished": _now(),
+        "run_fingerprint": {"pairs_csv": os.path.abspath(pairs_csv), "pairs": fingerprints},
+        "pairs": [{"pair": g["name"], "row": g["row"], "before": source_path(g["before"]),
+                   "after": source_path(g["after"]), "tiles": g["tiles"], "features": g["features"],
+                   "tile_id_offset": g["tile_id_offset"]} for g in done_pairs],
+        "bad_pairs": bad,
+        "complete": True, "features": features, "skipped_count": skipped, "skipped_tiles": listed,
+        "skipped_tiles_listed": len(listed),
+    })
+    writer.set_metadata(metadata)
+    move_into_place(part, out)
+    return features, skipped

@@ -1,0 +1,1 @@
+"""`rsicrc evaluate`: LEVIR-CC reading and the official metrics."""

@@ -1,0 +1,155 @@
+"""A reader thread that cuts tiles from every date and hands batches over a bounded queue.
+
+Each date's window of a tile is read once per batch, however many intervals it belongs to (a
+middle date of a series is the AFTER of one interval and the BEFORE of the next); the blanking
+of pixels masked on the other date of an interval is done from the kept validity masks.
+
+The queue holds at most `prefetch` batches, so memory stays flat however big the rasters are:
+the reader blocks when the model falls behind. GDAL's block cache is capped for the same reason
+(its default is 5% of RAM). The datasets are opened inside the thread, so no GDAL handle is
+shared between threads.
+"""
+import contextlib
+import itertools
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+
+from .pair_plan import open_on_grid
+
+GDAL_CACHE_MB = 32
+_END = object()
+
+
+@dataclass
+class TileBatch:
+    tiles: list  # Tile
+    dates: list  # per date: uint8 (N,3,T,T), the pixels masked on that date black
+    valid: list  # per date: bool (N,T,T)
+
+    def __post_init__(self):
+        pixels = self.valid[0].shape[1] * self.valid[0].shape[2]
+        # (N, intervals): a pixel masked on either date of an interval is missing from it
+        self.nodata_fractions = np.stack(
+            [1.0 - np.count_nonzero(self.valid[k] & self.valid[k + 1], axis=(1, 2)) / pixels
+             for k in range(self.intervals)], axis=1)
+
+    @property
+    def intervals(self):
+        return len(self.dates) - 1
+
+    def pair(self, interval, index=slice(None)):
+        """(before, after) uint8 of `interval` for the tiles at `index`, a pixel masked on one date
+        black on both, so that the model does not read "image against black" as a change."""
+        k = interval
+        valid = self.valid[k][index] & self.valid[k + 1][index]
+        before, after = self.dates[k][index].copy(), self.dates[k + 1][index].copy()
+        hidden = np.broadcast_to(~valid[:, None], before.shape)
+        before[hidden] = 0
+        after[hidden] = 0
+        return before, after
+
+    def interval_images(self, tiles, intervals):
+        """The images of the pairs (tiles[j], intervals[j]): (uint8 (M,3,T,T), before rows (n,),
+        after rows (n,)), pair j being images[before[j]] -> images[after[j]].
+
+        A date's image of a tile is in `images` once, shared by the two intervals it is in, unless
+        the other date of an interval masks pixels this one has: that interval gets a copy with
+        them blanked (as `pair` blanks them), so each interval sees exactly what a run of its two
+        dates alone would.
+        """
+        index, images = {}, []
+
+        def row(date, other, tile):
+            own = self.valid[date][tile]
+            shared = own & self.valid[other][tile]
+            blanked = not np.array_equal(own, shared)
+            key = (date, tile, other if blanked else None)
+            if key not in index:
+                image = self.dates[date][tile]
+                if blanked:
+                    image = image.copy()
+                    image[:, ~shared] = 0
+                index[key] = len(images)
+                images.append(image)
+            return index[key]
+
+        before = [row(k, k + 1, i) for i, k in zip(tiles, intervals)]
+        after = [row(k + 1, k, i) for i, k in zip(tiles, intervals)]
+        return np.stack(images), np.asarray(before, np.int64), np.asarray(after, np.int64)
+
+
+class TileReader:
+    def __init__(self, plan, tiles, batch_size, prefetch=2):
+        """tiles: any iterable of Tile (walked once, in the reader thread)."""
+        self._plan = plan
+        self._tiles = tiles
+        self._batch_size = batch_size
+        self._queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="rsicrc-tile-reader", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self):
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+                readers = [stack.enter_context(open_on_grid(sp, self._plan.grid)) for sp in self._plan.dates]
+                tiles = iter(self._tiles)
+                while not self._stop.is_set():
+                    chunk = list(itertools.islice(tiles, self._batch_size))
+                    if not chunk:
+                        break
+                    if not self._put(self._read_batch(chunk, *readers)):
+                        return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._error = e
+        self._put(_END)
+
+    @staticmethod
+    def _read_batch(chunk, *readers):
+        """The TileBatch of `chunk`, one GridReader a date, each window read once."""
+        size = chunk[0].size
+        dates = [np.empty((len(chunk), 3, size, size), dtype=np.uint8) for _ in readers]
+        valid = [np.empty((len(chunk), size, size), dtype=bool) for _ in readers]
+        for i, t in enumerate(chunk):
+            win = (t.col, t.row, size, size)
+            for d, reader in enumerate(readers):
+                dates[d][i], valid[d][i] = reader.read(win)
+        return TileBatch(chunk, dates, valid)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item

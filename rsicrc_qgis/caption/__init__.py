@@ -1,0 +1,1 @@
+"""The caption dialog, its task and the job it hands the worker."""

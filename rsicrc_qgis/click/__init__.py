@@ -1,0 +1,1 @@
+"""The 'What changed here?' map tool, its panel and its requests."""

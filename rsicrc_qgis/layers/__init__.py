@@ -1,0 +1,1 @@
+"""The result and heat-map layers QGIS shows, and their styles."""

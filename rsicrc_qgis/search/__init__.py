@@ -1,0 +1,1 @@
+"""The search dock and the scores it writes from stored embeddings."""

@@ -1,0 +1,1 @@
+"""Setting up the worker's environment, and the settings dialog."""

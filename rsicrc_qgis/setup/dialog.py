@@ -1,0 +1,44 @@
+"""The live log of "Set up environment" (pip's output as it comes)."""
+import sys
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtGui import QFont
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout
+
+from .environment_setup import SetupEnvironmentTask, environment_cost
+
+
+class SetupDialog(QDialog):
+    def __init__(self, parent=None, venv_dir=None, requirements=None, python=None):
+        super().__init__(parent)
+        self.setWindowTitle("RSICRC: set up the Python environment")
+        self.resize(760, 420)
+        self.task = SetupEnvironmentTask(venv_dir, requirements, python)
+        self.label = QLabel(f"Creating {self.task.venv_dir} and installing "
+                            f"{len(self.task.requirements)} packages and their dependencies "
+                            f"({environment_cost(sys.platform)}; this takes minutes).")
+        self.label.setWordWrap(True)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setFont(QFont("monospace", 9))
+        self.log.setMaximumBlockCount(5000)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Cancel | QDialogButtonBox.Close)
+        self.buttons.button(QDialogButtonBox.Close).setEnabled(False)
+        self.buttons.button(QDialogButtonBox.Cancel).clicked.connect(self.task.cancel)
+        self.buttons.button(QDialogButtonBox.Close).clicked.connect(self.accept)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.label)
+        layout.addWidget(self.log, 1)
+        layout.addWidget(self.buttons)
+        self.task.logLine.connect(self.log.appendPlainText)
+        self.task.taskCompleted.connect(self._over)
+        self.task.taskTerminated.connect(self._over)
+
+    def start(self):
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _over(self):
+        self.buttons.button(QDialogButtonBox.Cancel).setEnabled(False)
+        self.buttons.button(QDialogButtonBox.Close).setEnabled(True)
+        self.label.setText("Environment ready." if self.task.error is None and not self.task.isCanceled()
+                           else f"Not done: {self.task.error or 'cancelled'}")

@@ -1,0 +1,1 @@
+"""The child Python that runs `python -m rsicrc`: its environment, base Python, device and the JSON it answers."""

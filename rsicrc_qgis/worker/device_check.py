@@ -1,0 +1,76 @@
+"""Which device the worker will use, asked of the worker itself: `python -m rsicrc device --json`
+in the configured environment (QGIS never imports torch). Blocking: run it from a QgsTask."""
+import json
+import subprocess
+from dataclasses import dataclass, field
+
+from .. import settings
+from .environment import EnvironmentProblem, child_command, child_env, resolve_python
+
+DEVICE_TIMEOUT_S = 120
+
+
+@dataclass
+class DeviceStatus:
+    ok: bool  # the worker has a device for the chosen setting
+    text: str  # what the settings dialog shows
+    warning: str = None  # a GPU is there but unused
+    fix: str = None  # the command or step that fixes it
+    report: dict = field(default_factory=dict)
+
+
+def _gib(n):
+    return f"{n / 2**30:.1f} GiB"
+
+
+def describe(report):
+    """The worker's report (pipeline/device_report.py) as the dialog's text."""
+    device = report.get("device")
+    if not device:
+        text = f"No device: {report.get('error') or 'the worker gave no answer'}"
+        if report.get("reason"):
+            text += f" (no GPU: {report['reason']})"
+        return DeviceStatus(False, text, report.get("warning"), report.get("fix"), report)
+    kind = device.split(":", 1)[0]
+    if kind == "cuda":
+        text = f"CUDA GPU {device}: {report.get('name') or 'unnamed'}"
+        if report.get("memory_bytes"):
+            text += f", {_gib(report['memory_bytes'])}"
+    elif kind == "mps":
+        text = "Apple GPU (MPS)"
+    else:
+        text = f"CPU: {report.get('reason') or 'no GPU'}"
+    return DeviceStatus(True, text, report.get("warning"), report.get("fix"), report)
+
+
+def _last_json(stdout):
+    for line in reversed(stdout.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "device" in value:
+            return value
+    return None
+
+
+def check_device(python=None, device=None, timeout=DEVICE_TIMEOUT_S):
+    """Run the worker's device report for `device` (default: the setting) and describe it."""
+    try:
+        python = resolve_python(python)
+    except EnvironmentProblem as exc:
+        return DeviceStatus(False, f"Not checked: {exc}")
+    args = ["device", "--json", "--device", device or settings.device()]
+    try:
+        proc = subprocess.run(child_command(python, args), capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return DeviceStatus(False, f"Not checked: {python} did not answer within {timeout} s.")
+    except OSError as exc:
+        return DeviceStatus(False, f"Not checked: {python} cannot be started: {exc}")
+    report = _last_json(proc.stdout)
+    if report is None:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+        return DeviceStatus(False, f"Not checked: the worker in {python} gave no device report"
+                            + (f" ({tail})" if tail else ""))
+    return describe(report)
