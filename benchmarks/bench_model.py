@@ -69,7 +69,8 @@ def bf16_supported():
 
 
 def _tiles(pair, tile, limit=None):
-    from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+    from rsicrc.pipeline.raster.grid_reader import open_on_grid
+    from rsicrc.pipeline.raster.pair_plan import plan_pair
     from rsicrc.pipeline.raster.tiling import tile_grid
 
     plan = plan_pair(*pair, tile_size=tile)

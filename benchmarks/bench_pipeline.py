@@ -62,7 +62,8 @@ def _pair(folder, size):
 def _throughput(cap, pair, out_dir, tile, batch, repeats):
     from rsicrc.pipeline.caption.run import CaptionParams, run_caption
     from rsicrc.pipeline.progress import Reporter
-    from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+    from rsicrc.pipeline.raster.grid_reader import open_on_grid
+    from rsicrc.pipeline.raster.pair_plan import plan_pair
     from rsicrc.pipeline.raster.tiling import tile_grid
 
     out = Path(out_dir) / f"bench_{cap.embedding_dim}_{tile}.gpkg"
@@ -126,7 +127,8 @@ def _heatmap_cost(cap, pair, out_dir, tile, batch, repeats):
     from rsicrc.pipeline.caption import heatmap as hm
     from rsicrc.pipeline.caption.run import CaptionParams, run_caption
     from rsicrc.pipeline.progress import Reporter
-    from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+    from rsicrc.pipeline.raster.grid_reader import open_on_grid
+    from rsicrc.pipeline.raster.pair_plan import plan_pair
     from rsicrc.pipeline.raster.tiling import tile_grid
 
     out, heat = Path(out_dir) / "bench_heat.gpkg", Path(out_dir) / "bench_heat.tif"

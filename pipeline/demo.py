@@ -12,7 +12,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "sample"
 
 
 def main(argv=None):
-    from .caption.run import default_model
+    from .caption_params import default_model
     from .cli import main as cli_main
     from .info import layer_info
 

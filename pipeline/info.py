@@ -4,8 +4,9 @@ from collections import Counter
 import numpy as np
 
 from .errors import BadInput
-from .layer import gpkg as gl
 from .layer.existing_layer import open_layer, read_checked
+from .layer.gpkg import LayerError, iter_column_batches, layer_error_reason, read_info
+from .layer.schema import date_name
 
 MODEL_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_source", "clip_model_sha256")
 
@@ -14,9 +15,9 @@ def layer_info(path):
     """A summary of the layer; open_layer has checked the metadata read here (types included)."""
     meta = open_layer(path)
     try:
-        info = gl.layer_info(path)
-    except gl.LayerError as exc:
-        raise BadInput(f"cannot be read ({gl.layer_error_reason(exc)})", path) from None
+        info = read_info(path)
+    except LayerError as exc:
+        raise BadInput(f"cannot be read ({layer_error_reason(exc)})", path) from None
     captions = Counter()
     changed = 0
     per_interval = Counter(), Counter()  # features, changed ones
@@ -24,7 +25,7 @@ def layer_info(path):
 
     def count():
         nonlocal changed
-        for _, table in gl.iter_column_batches(path, columns):
+        for _, table in iter_column_batches(path, columns):
             flags = np.asarray([bool(c) for c in table["changed"]], dtype=bool)
             changed += int(flags.sum())
             # A caption emptied by hand (NULL) is not a caption to count.
@@ -77,7 +78,7 @@ def _series(meta, params, path):
     if not (isinstance(dates, list) and all(isinstance(d, str) for d in dates)):
         raise BadInput(f"its run metadata item dates is not a list of paths ({str(dates)[:40]!r})", path)
     if intervals is None:
-        intervals = [{"interval": 0, "before": gl.date_name(dates[0]), "after": gl.date_name(dates[1])}] \
+        intervals = [{"interval": 0, "before": date_name(dates[0]), "after": date_name(dates[1])}] \
             if len(dates) == 2 else []
     if not (isinstance(intervals, list) and all(
             isinstance(i, dict) and isinstance(i.get("interval"), int) and not isinstance(i["interval"], bool)

@@ -1,8 +1,10 @@
-"""Where a caption run writes: checks on OUT and OUT.partial, one writer per output, the final move.
+"""Where a run writes: one check for every output (the layer and OUT.partial, the heat map, the
+evaluation files), one writer per output, the final move.
 
 Nothing here deletes or replaces a file that rsicrc did not write: OUT is replaced only when it is
-an rsicrc layer (or with --overwrite), OUT.partial is discarded only when it is an rsicrc partial
-layer, and special files (devices, FIFOs) are never written to.
+one rsicrc writes there (an rsicrc layer, an rsicrc heat map) or with --overwrite, OUT.partial is
+discarded only when it is an rsicrc partial layer, no output may be a file the run reads, and
+special files (devices, FIFOs) are never written to.
 
 One writer per output: a run holds OUT + ".lock" (a marker file naming its process) from its
 checks to its final move. A second run to the same output stops at once with exit code 2 and
@@ -12,10 +14,12 @@ import os
 import stat
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import BadInput, PipelineFailure
-from .layer import gpkg as gl
+from .layer.gpkg import LayerError, read_metadata
 
 LOCK_SUFFIX = ".lock"
 _held = set()  # outputs locked by this process: the marker cannot tell two runs of one process apart
@@ -61,43 +65,69 @@ class OutputLock:
             self._lock.release()
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """One kind of file a run writes: how messages speak of it, and which existing file is one that
+    rsicrc wrote there (and so may be replaced without --overwrite)."""
+
+    name: str  # what to give instead of a folder: ".gpkg file name"
+    option: str  # how the user names it: "output", "--heatmap"
+    folder: str  # how messages name its folder: "output folder"
+    ours: str  # what a file rsicrc wrote there is: "a layer written by rsicrc"
+    is_ours: Callable[[str], bool]
+
+
 def is_rsicrc_layer(path):
     """Whether `path` is a GeoPackage that `rsicrc caption` wrote (finished or partial)."""
     try:
-        return "run_fingerprint" in gl.read_metadata(path)
-    except gl.LayerError:
+        return "run_fingerprint" in read_metadata(path)
+    except LayerError:
         return False
 
 
-def check_output(output, inputs, overwrite=False):
-    """Refuse, before any work, an output that cannot be written or would destroy something."""
+LAYER_OUTPUT = OutputKind(".gpkg file name", "output", "output folder", "a layer written by rsicrc", is_rsicrc_layer)
+
+
+def check_output(output, kind, inputs=(), overwrite=False, partial=None):
+    """Refuse, before any work, an output that cannot be written or would destroy something.
+
+    inputs: [(path, what it is)] of the files the run reads or writes elsewhere ("an input
+    raster", "the output layer"), none of which the output may be; partial: the output's
+    unfinished file (OUT.partial), checked beside it.
+    """
     out = Path(output)
-    part = Path(gl.partial_path(output))
-    if out.name == "" or str(output).endswith(("/", os.sep)):
-        raise BadInput("is a folder; give a .gpkg file name", output)
+    if out.name == "" or str(output).endswith(("/", os.sep)) or out.is_dir():
+        raise BadInput(f"is a folder; give a {kind.name}", output)
     if not out.parent.is_dir():
-        raise BadInput("output folder does not exist", out.parent)
-    if out.is_dir():
-        raise BadInput("is a folder; give a .gpkg file name", out)
-    for path in (out, part):
-        if path.exists() or path.is_symlink():
-            mode = os.stat(path).st_mode if path.exists() else 0
-            if not stat.S_ISREG(mode):
-                raise BadInput("exists and is not a regular file (a device, FIFO or broken link); "
-                               "choose another output", path)
-    for src in inputs:
-        for path in (out, part):
-            if os.path.exists(src) and path.exists() and os.path.samefile(src, path):
-                raise BadInput(f"is an input raster ({src}); choose another output", path)
+        raise BadInput(f"{kind.folder} does not exist", out.parent)
+    own = [out] + ([Path(partial)] if partial else [])
+    for path in own:
+        if (path.exists() or path.is_symlink()) and not (path.exists() and stat.S_ISREG(os.stat(path).st_mode)):
+            raise BadInput(f"exists and is not a regular file (a device, FIFO or broken link); choose another "
+                           f"{kind.option}", path)
+    for other, what in inputs:
+        for path in own:
+            if _same_file(other, path):
+                raise BadInput(f"is {what} ({other}); choose another {kind.option}", path)
     problem = folder_write_problem(out.parent)
     if problem:
-        raise BadInput(f"output folder is not writable ({problem})", out.parent)
-    if out.exists() and not overwrite and not is_rsicrc_layer(out):
-        raise BadInput("exists and is not a layer written by rsicrc; pass --overwrite to replace it or "
-                       "choose another output", out)
-    if part.exists() and not is_rsicrc_layer(part):
+        raise BadInput(f"{kind.folder} is not writable ({problem})", out.parent)
+    if out.exists() and not overwrite and not kind.is_ours(str(out)):
+        raise BadInput(f"exists and is not {kind.ours}; pass --overwrite to replace it or choose another "
+                       f"{kind.option}", out)
+    if partial and os.path.exists(partial) and not kind.is_ours(str(partial)):
         raise BadInput(f"exists and was not written by rsicrc (it would be the unfinished file of {out.name}); "
-                       f"move it away or choose another output", part)
+                       f"move it away or choose another {kind.option}", partial)
+
+
+def _same_file(a, b):
+    """Whether two paths name one file: the same real path, or one file under two names."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def folder_write_problem(folder):

@@ -15,8 +15,11 @@ import numpy as np
 
 from .caption_params import MAX_TEXT_CHARS
 from .errors import BadInput
-from .layer import gpkg as gl
+from .layer.blobs import BlobLengthError, blobs_to_matrix
 from .layer.existing_layer import check_writable, field_dtypes, open_layer, read_checked
+from .layer.gpkg import iter_column_batches, read_columns, write_metadata
+from .layer.schema import GEOMETRY_COLUMN, check_field_name, slug_field
+from .layer.sqlite_edits import write_scores
 from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
 
@@ -109,19 +112,19 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
     if when not in ("before", "after"):
         raise BadInput(f"--when must be before or after, got {when!r}")
     if field is not None:
-        gl.check_field_name(field)
+        check_field_name(field)
     meta = open_layer(layer)
     # Before any model is loaded: a file that cannot take the score field is refused at once.
     check_writable(layer)
     dtypes = field_dtypes(layer)
     if clip:
-        from .caption.clip_annotator import ClipFieldsMissingError, require_clip_fields
+        from .clip_scores import ClipFieldsMissingError, require_clip_fields
 
         try:
             require_clip_fields(dtypes, str(layer))
         except ClipFieldsMissingError as e:
             raise BadInput(str(e)) from None
-    field_name = field or (_clip_tag(text, when, change) if clip else gl.slug_field(text, []))
+    field_name = field or (_clip_tag(text, when, change) if clip else slug_field(text, []))
     _check_score_field(layer, field_name, dtypes)
     with OutputLock(layer):
         if clip:
@@ -129,7 +132,7 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
         else:
             fids, scores = _rsicrc_scores(meta, layer, text, model, device, reporter, captioner)
         try:
-            gl.write_scores(layer, field_name, fids, scores)
+            write_scores(layer, field_name, fids, scores)
         except Exception as exc:  # sqlite3 errors: read-only file, locked database, disk full
             raise BadInput(f"the scores cannot be written ({_one_line(exc)})", layer) from None
         queries = dict(meta.get("queries") or {})
@@ -139,7 +142,7 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
             clip_queries = dict(meta.get("clip_queries") or {})
             clip_queries[field_name] = {"text": text, "when": when, "change": bool(change)}
             record["clip_queries"] = clip_queries
-        gl.write_metadata(layer, record)
+        write_metadata(layer, record)
     finite = np.flatnonzero(np.isfinite(scores))
     order = finite[np.argsort(-scores[finite], kind="stable")][:min(top, finite.size)]
     series = tuple(name for name in HIT_SERIES_FIELDS if name in dtypes)
@@ -167,7 +170,7 @@ def _hits(layer, fids, scores, series=()):
         return []
     columns = ["tile_id", "caption", *series]
     rows = read_checked(layer, "reading the best tiles failed", columns,
-                 lambda: gl.read_columns(layer, columns, fids=fids, geometry=True))
+                 lambda: read_columns(layer, columns, fids=fids, geometry=True))
     by_fid = {int(f): i for i, f in enumerate(rows["fid"])}
     hits = []
     for fid, score in zip(fids, scores):
@@ -176,7 +179,7 @@ def _hits(layer, fids, scores, series=()):
         # are sound, and the tile is named by tile_id; only its centroid is unknown (null).
         when = {name: (_int_or_none if name == "interval" else _text)(rows[name][i]) for name in series}
         hits.append(Hit(_int_or_none(rows["tile_id"][i]), float(score), _text(rows["caption"][i]),
-                        _centroid(shapely, rows[gl.GEOMETRY_COLUMN][i]), **when))
+                        _centroid(shapely, rows[GEOMETRY_COLUMN][i]), **when))
     return hits
 
 
@@ -213,12 +216,12 @@ def _stored(layer, columns, dim):
     fid_parts, parts = [], {c: [] for c in columns}
 
     def read():
-        for fids, table in gl.iter_column_batches(layer, ["tile_id", *columns], READ_CHUNK):
+        for fids, table in iter_column_batches(layer, ["tile_id", *columns], READ_CHUNK):
             fid_parts.append(fids)
             for c in columns:
                 try:
-                    parts[c].append(gl.blobs_to_matrix(table[c], dim))
-                except gl.BlobLengthError as exc:
+                    parts[c].append(blobs_to_matrix(table[c], dim))
+                except BlobLengthError as exc:
                     i = exc.row
                     raise BadInput(f"the {c} of tile {_int_or_none(table['tile_id'][i])} (fid {int(fids[i])}) "
                                    f"{exc.detail}: the layer's embeddings do not fit its metadata (edited, or "
@@ -247,7 +250,7 @@ def _rsicrc_scores(meta, layer, text, model, device, reporter, captioner):
 
 def _clip_tag(text, when, change):
     # The same text always lands in the same field, so repeating a search updates it in place.
-    tag = "cq_" + gl.slug_field(text, [])[2:]
+    tag = "cq_" + slug_field(text, [])[2:]
     if change:
         tag += "_chg"
     elif when == "before":
@@ -256,7 +259,7 @@ def _clip_tag(text, when, change):
 
 
 def _clip_scores(meta, layer, text, clip_model, device, when, change, clip_encoder):
-    from .caption.clip_annotator import clip_scores
+    from .clip_scores import clip_scores
 
     if clip_encoder is None:
         source = clip_model or meta.get("clip_model_source")

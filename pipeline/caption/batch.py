@@ -16,16 +16,19 @@ import csv
 import dataclasses
 import os
 
-from ..caption_params import ParamError, band_list
+from ..caption_params import ParamError
 from ..errors import BadInput
-from ..layer import gpkg as gl
-from ..models import load_captioner
-from ..output_file import OutputLock, check_output, discard_partial, move_into_place
+from ..layer.gpkg import LayerWriter, read_metadata
+from ..layer.schema import CORE_FIELDS, LAYER, PAIR_FIELD, SERIES_FIELDS, partial_path
+from ..output_file import LAYER_OUTPUT, OutputLock, check_output, discard_partial, move_into_place
 from ..progress import Reporter
-from ..raster.pair_plan import plan_pair
-from ..raster.tiling import tile_grid
-from .run import (_fingerprint, _load_clip, _now, _open_resume, driver_device, driver_precision, parsed_classes,
-                  run_caption, source_path)
+from ..raster.sources import is_gdal_path, source_path
+from .clip_annotator import parsed_classes
+from .job import Skips
+from .resume import open_resume, run_fingerprint
+from .run import run_caption
+from .run_metadata import utc_now
+from .steps import load_models, open_pair, plan_tiles
 
 PAIRS_SUFFIX = ".pairs"
 
@@ -70,7 +73,7 @@ def read_pairs(path):
 
 
 def _resolve(path, folder):
-    if not path or source_path(path) != os.path.abspath(path) or os.path.isabs(path):
+    if not path or is_gdal_path(path) or os.path.isabs(path):
         return path
     return os.path.join(folder, path)
 
@@ -98,40 +101,21 @@ def run_caption_batch(pairs_csv, p, reporter):
         raise BadInput("--heatmap is one GeoTIFF per pair; run `rsicrc caption` for the pairs that need one")
     pairs = read_pairs(pairs_csv)
     out = str(p.output)
-    inputs = [x for _, b, a in pairs for x in (b, a) if source_path(x) == os.path.abspath(x)]
-    check_output(out, inputs, overwrite=p.overwrite)
+    inputs = [(x, "an input raster") for _, b, a in pairs for x in (b, a) if x and not is_gdal_path(x)]
+    check_output(out, LAYER_OUTPUT, inputs, overwrite=p.overwrite, partial=partial_path(out))
     with OutputLock(out):
         return _run_locked(pairs_csv, pairs, p, reporter, out)
 
 
 def _run_locked(pairs_csv, pairs, p, reporter, out):
     folder = out + PAIRS_SUFFIX
-    good, bad, crs = [], [], None
-    for number, (name, before, after) in enumerate(pairs, start=1):
-        try:
-            if not before or not after:
-                raise BadInput("the row needs both a before and an after raster")
-            plan = plan_pair(before, after, bands=band_list(p.bands), tile_size=p.tile_size, reproject=p.reproject,
-                             target_resolution=p.target_resolution, overlap=p.overlap, yes_large=p.yes_large)
-            if crs is not None and plan.grid.crs != crs:
-                raise BadInput(f"its CRS ({plan.grid.crs.to_string()}) is not the layer's ({crs.to_string()}, of "
-                               f"pair {good[0]['name']}); warp it first (gdalwarp -t_srs)", before)
-        except BadInput as exc:
-            _bad(reporter, bad, name, number, before, after, exc)
-            continue
-        crs = plan.grid.crs if crs is None else crs
-        tiles = len(tile_grid(plan.window, p.tile_size, p.overlap))
-        good.append({"name": name, "row": number, "before": before, "after": after, "tiles": tiles, "plan": plan,
-                     "layer": os.path.join(folder, f"pair-{number:06d}.gpkg")})
+    bad = []
+    good = _checked_pairs(pairs, p, folder, reporter, bad)
     total = sum(g["tiles"] for g in good)
     if not good:
         raise BadInput(f"not one pair can be captioned ({len(bad)} bad: see the warnings)", pairs_csv)
     os.makedirs(folder, exist_ok=True)
-
-    cap = load_captioner(p.model, driver_device(p), driver_precision(p))
-    clip_annotator = None
-    if p.clip:
-        _, clip_annotator = _load_clip(p, parsed_classes(p), driver_device(p))
+    models = load_models(p, parsed_classes(p))
     ray, started = None, False
     if p.engine == "ray":
         from .ray_engine import connect, import_ray
@@ -139,23 +123,8 @@ def _run_locked(pairs_csv, pairs, p, reporter, out):
         ray = import_ray()
         started = connect(ray, p)
     reporter.start(total, out)
-    offset, done_pairs = 0, []
     try:
-        for g in good:
-            pp = dataclasses.replace(p, before=g["before"], after=g["after"], output=g["layer"], overwrite=False,
-                                     resume="auto" if p.resume else False)
-            try:
-                if not (p.resume and _finished(g, pp, cap)):
-                    run_caption(pp, _PairReporter(reporter, g["name"], offset, total), captioner=cap,
-                                clip_annotator=clip_annotator)
-            except BadInput as exc:
-                _bad(reporter, bad, g["name"], g["row"], g["before"], g["after"], exc)
-                discard_partial(gl.partial_path(g["layer"]))
-            else:
-                g["tile_id_offset"] = offset
-                done_pairs.append(g)
-            offset += g["tiles"]
-            reporter.advance(offset, total)
+        done_pairs = _caption_pairs(good, p, models, reporter, bad, total)
     finally:
         if started:
             ray.shutdown()
@@ -170,6 +139,50 @@ def _run_locked(pairs_csv, pairs, p, reporter, out):
     return BatchSummary(out, features, len(done_pairs), bad, total)
 
 
+def _checked_pairs(pairs, p, folder, reporter, bad):
+    """The pairs that pass `caption`'s checks and share the first good pair's CRS, each with its
+    plan, tile count and layer in `folder`; the others go to `bad`."""
+    good, crs = [], None
+    for number, (name, before, after) in enumerate(pairs, start=1):
+        try:
+            if not before or not after:
+                raise BadInput("the row needs both a before and an after raster")
+            pp = dataclasses.replace(p, before=before, after=after)
+            plan = open_pair(pp)
+            if crs is not None and plan.grid.crs != crs:
+                raise BadInput(f"its CRS ({plan.grid.crs.to_string()}) is not the layer's ({crs.to_string()}, of "
+                               f"pair {good[0]['name']}); warp it first (gdalwarp -t_srs)", before)
+        except BadInput as exc:
+            _bad(reporter, bad, name, number, before, after, exc)
+            continue
+        crs = plan.grid.crs if crs is None else crs
+        good.append({"name": name, "row": number, "before": before, "after": after, "plan": plan,
+                     "tiles": len(plan_tiles(pp, plan)), "layer": os.path.join(folder, f"pair-{number:06d}.gpkg")})
+    return good
+
+
+def _caption_pairs(good, p, models, reporter, bad, total):
+    """Each good pair captioned by `caption`'s own run into its layer (kept when an earlier run of
+    this batch finished it); the pairs done, with their tile id offsets."""
+    offset, done_pairs = 0, []
+    for g in good:
+        pp = dataclasses.replace(p, before=g["before"], after=g["after"], output=g["layer"], overwrite=False,
+                                 resume="auto" if p.resume else False)
+        try:
+            if not (p.resume and _finished(g, pp, models.captioner)):
+                run_caption(pp, _PairReporter(reporter, g["name"], offset, total), captioner=models.captioner,
+                            clip_annotator=models.clip_annotator)
+        except BadInput as exc:
+            _bad(reporter, bad, g["name"], g["row"], g["before"], g["after"], exc)
+            discard_partial(partial_path(g["layer"]))
+        else:
+            g["tile_id_offset"] = offset
+            done_pairs.append(g)
+        offset += g["tiles"]
+        reporter.advance(offset, total)
+    return done_pairs
+
+
 def _bad(reporter, bad, name, number, before, after, exc):
     reporter.warning(f"pair {name} (row {number}) skipped: {exc}")
     bad.append({"pair": name, "row": number, "before": before, "after": after, "error": str(exc)})
@@ -180,7 +193,7 @@ def _finished(g, pp, cap):
     if not os.path.exists(g["layer"]):
         return False
     try:
-        state = _open_resume(g["layer"], _fingerprint(pp, g["plan"], cap.sha256))
+        state = open_resume(g["layer"], run_fingerprint(pp, g["plan"], cap.sha256))
     except BadInput:
         return False
     return bool(state and state.meta.get("complete"))
@@ -188,42 +201,59 @@ def _finished(g, pp, cap):
 
 def _merge(done_pairs, bad, pairs_csv, p, out):
     """The pairs' layers copied into OUT (through OUT.partial): `pair` field, tile ids offset."""
+    part = partial_path(out)
+    if os.path.exists(part):
+        discard_partial(part)
+    writer, skips, fingerprints, features = None, Skips(), [], 0
+    for g in done_pairs:
+        meta = read_metadata(g["layer"])
+        fingerprints.append({"pair": g["name"], **meta["run_fingerprint"]})
+        skips.add([{"pair": g["name"], **t, "tile_id": t["tile_id"] + g["tile_id_offset"]}
+                   for t in meta.get("skipped_tiles", [])], int(meta.get("skipped_count", 0)))
+        g["features"] = int(meta.get("features", 0))
+        writer, copied = _copy_pair(g, part, writer)
+        features += copied
+    writer.set_metadata(_batch_metadata(done_pairs, bad, pairs_csv, p, features, skips, fingerprints))
+    move_into_place(part, out)
+    return features, skips.count
+
+
+_ARROW_KINDS = {"int64": "int", "string": "text", "large_string": "text", "double": "real", "bool": "bool",
+                "binary": "blob", "large_binary": "blob"}
+
+
+def _copy_pair(g, part, writer):
+    """Append pair `g`'s layer to the merged one (created by the first pair, with the pair field
+    after the series fields); (writer, features copied)."""
     import numpy as np
     import pyogrio
     import shapely
 
-    part = gl.partial_path(out)
-    if os.path.exists(part):
-        discard_partial(part)
-    first_meta = gl.read_metadata(done_pairs[0]["layer"])
-    writer, features, skipped, listed, fingerprints = None, 0, 0, [], []
-    kinds = {"int64": "int", "string": "text", "large_string": "text", "double": "real", "bool": "bool",
-             "binary": "blob", "large_binary": "blob"}
-    for g in done_pairs:
-        meta = gl.read_metadata(g["layer"])
-        fingerprints.append({"pair": g["name"], **meta["run_fingerprint"]})
-        skipped += int(meta.get("skipped_count", 0))
-        listed += [{"pair": g["name"], **t, "tile_id": t["tile_id"] + g["tile_id_offset"]}
-                   for t in meta.get("skipped_tiles", [])][:max(0, 1000 - len(listed))]
-        g["features"] = int(meta.get("features", 0))
-        with pyogrio.open_arrow(g["layer"], layer=gl.LAYER, use_pyarrow=True, batch_size=4096) as (info, reader):
-            geom_name = info["geometry_name"] or "wkb_geometry"
-            names = [n for n in reader.schema.names if n != geom_name]
-            if writer is None:
-                fields = [(n, kinds[str(reader.schema.field(n).type)]) for n in names]
-                core = len(gl.CORE_FIELDS) + len(gl.SERIES_FIELDS)
-                fields = fields[:core] + [(gl.PAIR_FIELD, "text")] + fields[core:]
-                writer = gl.LayerWriter(part, g["plan"].grid.crs.to_wkt(), fields)
-                writer.create({"complete": False, "run_fingerprint": {}})
-            for batch in reader:
-                columns = {n: batch.column(n).to_pylist() for n in names}
-                columns["tile_id"] = [t + g["tile_id_offset"] for t in columns["tile_id"]]
-                columns[gl.PAIR_FIELD] = [g["name"]] * batch.num_rows
-                geoms = shapely.from_wkb(np.asarray(batch.column(geom_name).to_pylist(), dtype=object))
-                writer.append(columns, shapely.bounds(geoms))
-                features += batch.num_rows
+    copied = 0
+    with pyogrio.open_arrow(g["layer"], layer=LAYER, use_pyarrow=True, batch_size=4096) as (info, reader):
+        geom_name = info["geometry_name"] or "wkb_geometry"
+        names = [n for n in reader.schema.names if n != geom_name]
+        if writer is None:
+            fields = [(n, _ARROW_KINDS[str(reader.schema.field(n).type)]) for n in names]
+            core = len(CORE_FIELDS) + len(SERIES_FIELDS)
+            fields = fields[:core] + [(PAIR_FIELD, "text")] + fields[core:]
+            writer = LayerWriter(part, g["plan"].grid.crs.to_wkt(), fields)
+            writer.create({"complete": False, "run_fingerprint": {}})
+        for batch in reader:
+            columns = {n: batch.column(n).to_pylist() for n in names}
+            columns["tile_id"] = [t + g["tile_id_offset"] for t in columns["tile_id"]]
+            columns[PAIR_FIELD] = [g["name"]] * batch.num_rows
+            geoms = shapely.from_wkb(np.asarray(batch.column(geom_name).to_pylist(), dtype=object))
+            writer.append(columns, shapely.bounds(geoms))
+            copied += batch.num_rows
+    return writer, copied
+
+
+def _batch_metadata(done_pairs, bad, pairs_csv, p, features, skips, fingerprints):
+    """The merged layer's metadata: the first pair's model and query items, the batch's own run."""
     from rsicrc import __version__
 
+    first_meta = read_metadata(done_pairs[0]["layer"])
     params = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("output", "before", "after")}
     metadata = {key: first_meta[key] for key in first_meta
                 if key not in ("params", "run_fingerprint", "created", "finished", "resumed", "features",
@@ -232,15 +262,12 @@ def _merge(done_pairs, bad, pairs_csv, p, out):
         "params": {**params, "pairs_csv": os.path.abspath(pairs_csv)},
         "software_version": __version__,
         "created": first_meta.get("created"),
-        "finished": _now(),
+        "finished": utc_now(),
         "run_fingerprint": {"pairs_csv": os.path.abspath(pairs_csv), "pairs": fingerprints},
         "pairs": [{"pair": g["name"], "row": g["row"], "before": source_path(g["before"]),
                    "after": source_path(g["after"]), "tiles": g["tiles"], "features": g["features"],
                    "tile_id_offset": g["tile_id_offset"]} for g in done_pairs],
         "bad_pairs": bad,
-        "complete": True, "features": features, "skipped_count": skipped, "skipped_tiles": listed,
-        "skipped_tiles_listed": len(listed),
+        "complete": True, "features": features, **skips.metadata(),
     })
-    writer.set_metadata(metadata)
-    move_into_place(part, out)
-    return features, skipped
+    return metadata

@@ -1,19 +1,20 @@
-"""RS-M-CLIP per-tile fields (embeddings, zero-shot land-cover classes) and text scoring.
+"""RS-M-CLIP per-tile fields of `rsicrc caption --clip`: both dates' image embeddings and zero-shot
+land-cover classes.
 
 Embeddings are stored as BLOBs of float32 little-endian, L2-normalised, like the RSICRC embedding.
-The scoring formula lives in `score_embeddings`, a pure numpy function, so that the QGIS side can
-reproduce it without torch.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..layer.gpkg import blobs_to_matrix  # noqa: F401 - the layer's one BLOB decoding, part of this API
-from ..layer.gpkg import embedding_blob as embedding_to_blob  # the layer's one BLOB encoding
+from ..errors import BadInput
+from ..layer.blobs import embedding_blob
+from ..layer.schema import CLASS_FIELDS, CLIP_BLOB_FIELDS
+from ..models import load_clip_encoder
 
 if TYPE_CHECKING:  # torch is imported only by the encoder itself
     from ...model.clip import ClipEncoder
@@ -24,15 +25,7 @@ DEFAULT_CLASSES = ["buildings", "road", "parking lot", "construction site", "for
 # Each class is embedded as the normalised mean of these prompts. The bare name keeps classes in
 # languages other than English meaningful; the sentence is CLIP's usual zero-shot framing.
 PROMPT_TEMPLATES = ("a satellite image of {}.", "{}")
-CLIP_BLOB_FIELDS = ("clip_before", "clip_after")
-CLASS_FIELDS = [("before_class", "text"), ("after_class", "text"), ("class_changed", "bool"),
-                ("before_class_prob", "real"), ("after_class_prob", "real")]
-WHEN_CHOICES = ("after", "before")
 _CLASS_SEPARATORS = re.compile(r"[,，、;；\n]")
-
-
-class ClipFieldsMissingError(ValueError):
-    """A layer lacks the RS-M-CLIP embedding fields that a --clip search needs."""
 
 
 def parse_classes(text: str | None) -> list[str]:
@@ -55,14 +48,20 @@ def parse_classes(text: str | None) -> list[str]:
     return classes
 
 
-def require_clip_fields(field_names: Iterable[str], layer: str) -> None:
-    """Raise ClipFieldsMissingError (a clear message) unless the layer holds clip_before/clip_after."""
-    missing = [f for f in CLIP_BLOB_FIELDS if f not in set(field_names)]
-    if missing:
-        raise ClipFieldsMissingError(
-            f"{layer} has no RS-M-CLIP embeddings (missing field(s) {', '.join(missing)}): it was "
-            f"captioned without --clip. Search it without --clip, or caption again with "
-            f"`rsicrc caption BEFORE AFTER OUTPUT --clip` to add them.")
+def parsed_classes(p):
+    """A run's --classes (CaptionParams) as a list of names with --clip, None without; BadInput
+    when they cannot be used."""
+    if not p.clip:
+        return None
+    try:
+        return parse_classes(p.classes)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+
+
+def load_clip_annotator(source, classes, device):
+    """The RS-M-CLIP model of `source` loaded on `device`, ready to annotate tiles with `classes`."""
+    return ClipTileAnnotator(load_clip_encoder(source, device), classes)
 
 
 def classify_embeddings(image_emb: np.ndarray, class_emb: np.ndarray,
@@ -74,50 +73,6 @@ def classify_embeddings(image_emb: np.ndarray, class_emb: np.ndarray,
     probs /= probs.sum(axis=1, keepdims=True)
     idx = probs.argmax(axis=1)
     return idx, probs[np.arange(len(idx)), idx]
-
-
-def score_embeddings(text_emb, before_emb, after_emb, when: str = "after",
-                     change: bool = False) -> np.ndarray:
-    """Score tiles against one L2-normalised text embedding t (pure numpy).
-
-    With b_i, a_i the tile's BEFORE and AFTER image embeddings (L2-normalised, so dot = cosine):
-      when="after"  (default): s_i = a_i . t                 in [-1, 1]
-      when="before":           s_i = b_i . t                 in [-1, 1]
-      change=True:             s_i = a_i . t - b_i . t       in [-2, 2]
-    The change score is the rise of the text's similarity from BEFORE to AFTER: high for what
-    appeared ("new buildings"), negative for what disappeared; `when` is then ignored. Higher is a
-    better match. Tiles without an embedding (NaN rows) score NaN. The array not needed may be None.
-    """
-    if when not in WHEN_CHOICES:
-        raise ValueError(f"when must be one of {WHEN_CHOICES}, got {when!r}")
-    t = np.asarray(text_emb, dtype=np.float32).reshape(-1)
-
-    def sims(emb, name):
-        if emb is None:
-            raise ValueError(f"{name} embeddings are needed for this score")
-        m = np.asarray(emb, dtype=np.float32)
-        if m.ndim != 2 or m.shape[1] != t.size:
-            raise ValueError(f"{name} embeddings have shape {m.shape}, expected (N, {t.size}): the "
-                             f"layer was made with a different CLIP model")
-        return m @ t
-
-    if change:
-        after, before = sims(after_emb, "AFTER"), sims(before_emb, "BEFORE")
-        if after.shape != before.shape:
-            raise ValueError(f"{before.shape[0]} BEFORE but {after.shape[0]} AFTER embeddings")
-        return after - before
-    return sims(after_emb, "AFTER") if when == "after" else sims(before_emb, "BEFORE")
-
-
-def clip_scores(clip: "ClipEncoder", text: str, before_emb, after_emb, when: str = "after",
-                change: bool = False) -> np.ndarray:
-    """Embed `text` (any RS-M-CLIP language) and score the tiles; see score_embeddings."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("the search text is empty")
-    if when not in WHEN_CHOICES:
-        raise ValueError(f"when must be one of {WHEN_CHOICES}, got {when!r}")
-    t = clip.encode_text([text.strip()]).numpy()[0]
-    return score_embeddings(t, before_emb, after_emb, when=when, change=change)
 
 
 class ClipTileAnnotator:
@@ -155,7 +110,7 @@ class ClipTileAnnotator:
     def annotate(self, before_uint8, after_uint8) -> list[dict]:
         """One dict per tile: clip_before, clip_after (BLOBs) and, with classes, the class fields."""
         emb_b, emb_a = self.embed(before_uint8, after_uint8)
-        rows = [{"clip_before": embedding_to_blob(b), "clip_after": embedding_to_blob(a)}
+        rows = [{"clip_before": embedding_blob(b), "clip_after": embedding_blob(a)}
                 for b, a in zip(emb_b, emb_a)]
         if self.class_emb is not None:
             scale = self.clip.logit_scale

@@ -22,13 +22,14 @@ import bisect
 import math
 import os
 import sqlite3
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadInput
-from ..layer import gpkg as gl
+from ..layer.blobs import BlobLengthError, blobs_to_matrix
+from ..layer.schema import ATTENTION_FIELD, LAYER, date_name, partial_path
+from ..output_file import OutputKind, check_output
 
 NODATA = -1.0  # attention weights are >= 0
 TAG = "RSICRC_HEATMAP"  # dataset tag naming what wrote the file: an rsicrc heat map may be replaced
@@ -46,31 +47,14 @@ def is_rsicrc_heatmap(path):
         return False
 
 
+HEATMAP_OUTPUT = OutputKind(".tif file name for --heatmap", "--heatmap", "heat map folder",
+                            "a heat map written by rsicrc", is_rsicrc_heatmap)
+
+
 def check_heatmap_output(path, inputs, layer_output, overwrite=False):
     """Refuse, before any work, a heat map path that cannot be written or would destroy something."""
-    from ..output_file import folder_write_problem
-
-    target = Path(path)
-    if target.name == "" or str(path).endswith(("/", os.sep)) or target.is_dir():
-        raise BadInput("is a folder; give a .tif file name for --heatmap", path)
-    if not target.parent.is_dir():
-        raise BadInput("heat map folder does not exist", target.parent)
-    if target.exists() or target.is_symlink():
-        if not target.exists() or not stat.S_ISREG(os.stat(target).st_mode):
-            raise BadInput("exists and is not a regular file (a device, FIFO or broken link); choose another "
-                           "--heatmap", path)
-    own = (layer_output, gl.partial_path(layer_output))
-    for other in (*inputs, *own):
-        if os.path.realpath(other) == os.path.realpath(path) or (
-                target.exists() and os.path.exists(other) and os.path.samefile(other, target)):
-            what = "the output layer" if other in own else "an input raster"
-            raise BadInput(f"is {what} ({other}); choose another --heatmap", path)
-    problem = folder_write_problem(target.parent)
-    if problem:
-        raise BadInput(f"heat map folder is not writable ({problem})", target.parent)
-    if target.exists() and not overwrite and not is_rsicrc_heatmap(target):
-        raise BadInput("exists and is not a heat map written by rsicrc; pass --overwrite to replace it or "
-                       "choose another --heatmap", path)
+    own = [(layer_output, "the output layer"), (partial_path(layer_output), "the output layer")]
+    check_output(path, HEATMAP_OUTPUT, [(src, "an input raster") for src in inputs] + own, overwrite=overwrite)
 
 
 def heatmap_shape(grid, scale):
@@ -113,12 +97,12 @@ class _LayerMaps:
         self.side = None
         try:
             self.con = sqlite3.connect(f"file:{Path(self.path).resolve().as_posix()}?mode=ro", uri=True)
-            columns = {r[1] for r in self.con.execute(f'PRAGMA table_info("{gl.LAYER}")')}
+            columns = {r[1] for r in self.con.execute(f'PRAGMA table_info("{LAYER}")')}
         except sqlite3.Error as exc:
             raise BadInput(f"cannot read the attention maps ({exc})", self.path) from None
-        if gl.ATTENTION_FIELD not in columns:
+        if ATTENTION_FIELD not in columns:
             self.con.close()
-            raise BadInput(f"has no {gl.ATTENTION_FIELD} field: it was captioned without --heatmap", self.path)
+            raise BadInput(f"has no {ATTENTION_FIELD} field: it was captioned without --heatmap", self.path)
         self.has_interval = "interval" in columns
 
     def read(self, first, stop, interval=None):
@@ -128,8 +112,8 @@ class _LayerMaps:
             where, args = ' AND "interval" = ?', args + (int(interval),)
         try:
             rows = self.con.execute(
-                f'SELECT tile_id, "{gl.ATTENTION_FIELD}" FROM "{gl.LAYER}" WHERE tile_id >= ? AND tile_id < ?{where} '
-                f'AND "{gl.ATTENTION_FIELD}" IS NOT NULL ORDER BY tile_id', args).fetchall()
+                f'SELECT tile_id, "{ATTENTION_FIELD}" FROM "{LAYER}" WHERE tile_id >= ? AND tile_id < ?{where} '
+                f'AND "{ATTENTION_FIELD}" IS NOT NULL ORDER BY tile_id', args).fetchall()
         except sqlite3.Error as exc:
             raise BadInput(f"cannot read the attention maps ({exc})", self.path) from None
         if not rows:
@@ -141,8 +125,8 @@ class _LayerMaps:
             if cells == 0 or self.side ** 2 != cells:
                 raise BadInput(f"tile {rows[0][0]}: its attention BLOB is not a square float32 map", self.path)
         try:
-            maps = gl.blobs_to_matrix([r[1] for r in rows], self.side ** 2)
-        except gl.BlobLengthError as exc:
+            maps = blobs_to_matrix([r[1] for r in rows], self.side ** 2)
+        except BlobLengthError as exc:
             raise BadInput(f"tile {rows[exc.row][0]}: attention {exc.detail}", self.path) from None
         if not np.isfinite(maps).all():
             bad = rows[int(np.flatnonzero(~np.isfinite(maps).all(axis=1))[0])][0]
@@ -227,7 +211,7 @@ def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=N
                              RESAMPLING="AVERAGE", OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
         os.replace(cog, output)
     except rasterio.errors.RasterioError as exc:
-        from ..raster.pair_plan import gdal_reason
+        from ..raster.sources import gdal_reason
 
         raise OSError(gdal_reason(exc)) from None
     finally:
@@ -235,3 +219,19 @@ def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=N
         for temp in (tiled, cog):
             if os.path.exists(temp):
                 os.remove(temp)
+
+
+def write_run_heatmap(p, plan, tiles, part, out):
+    """The --heatmap GeoTIFF of a run from its finished partial layer `part`; its absolute path.
+    A pair keeps its one "attention" band; a series gets a band an interval."""
+    target = os.path.abspath(p.heatmap)
+    names = [date_name(d) for d in p.dates]
+    bands = None if len(names) == 2 else [(k, f"{names[k]} -> {names[k + 1]}") for k in range(len(names) - 1)]
+    try:
+        build_heatmap(part, plan.grid, tiles, p.heatmap_scale, target, bands=bands,
+                      tags={"RSICRC_LAYER": os.path.abspath(out), "RSICRC_SCALE": str(p.heatmap_scale)})
+    except OSError as exc:
+        # Every tile is in the partial file: a resume writes the heat map without model work.
+        raise BadInput(f"cannot be written ({exc.strerror or exc}; is the disk full?); {part} keeps every tile: "
+                       f"make room and rerun with --resume", p.heatmap) from None
+    return target

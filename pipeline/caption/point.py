@@ -1,12 +1,12 @@
 """`caption_at`: what changed in the tile-sized window centred on a map point (the map tool).
 
 The serve worker answers one click at a time with its warm model. The pair is checked once
-(`plan_pair`, the checks of `rsicrc caption`) and the plan is kept, with both dates' readers
+(`open_pair`, the checks of `rsicrc caption`) and the plan is kept, with both dates' readers
 open, per (files as they are on disk, options): a click then costs one windowed read of each
 date and one model call. The window is the tile of `tile_size` px centred on the point, moved
 inward to lie inside the overlap (as `rsicrc caption` moves edge tiles, never padding); a click
 at the centre of a tile of `rsicrc caption`'s grid reads exactly that tile. The tile is then
-described by `caption_run._describe_batch`, the very code that writes a layer's row, so the
+described by describe.BatchDescriber, the very code that writes a layer's row, so the
 caption, change score, nodata rule (--max-nodata) and RS-M-CLIP classes are those of the layer.
 
 The where-changed map comes from `Captioner.describe_pairs(..., attention=True)`; a model
@@ -17,12 +17,16 @@ import math
 import os
 from collections import OrderedDict
 
-from ..caption_params import ParamError, band_list, check_value
+from ..caption_params import CaptionParams, ParamError, check_value
 from ..errors import BadInput
-from ..raster.pair_plan import open_on_grid, plan_pair
-from ..raster.tile_reader import TileReader
+from ..layer.schema import CLASS_FIELDS
+from ..raster.grid_reader import open_on_grid
+from ..raster.sources import file_stamp
+from ..raster.tile_reader import read_batch
 from ..raster.tiling import Tile
-from .run import _describe_batch
+from .clip_annotator import ClipTileAnnotator, parse_classes
+from .describe import BatchDescriber
+from .steps import open_pair
 
 MAX_PATH_CHARS = 4096
 MAX_CRS_CHARS = 20_000  # a WKT2 string of a projected CRS is a few KB
@@ -31,12 +35,11 @@ ATTENTION_MISSING = ("the where-changed map is not available: this model package
                      "has no attention output")
 
 
-def _file_stamp(path):
+def _stamp(path):
     try:
-        st = os.stat(path)
+        return tuple(file_stamp(path).values())
     except OSError:
-        return None  # plan_pair names the file and the problem
-    return (st.st_size, st.st_mtime_ns)
+        return None  # open_pair names the file and the problem
 
 
 def _text(request, name, limit, required=True):
@@ -151,30 +154,11 @@ class _OpenPair:
 
     def read(self, col, row, size):
         """The TileBatch of one tile, read and masked as `rsicrc caption` reads its tiles."""
-        return TileReader._read_batch([Tile(0, row, col, size)], self.before, self.after)
+        return read_batch([Tile(0, row, col, size)], [self.before, self.after])
 
     def close(self):
         self.before.close()
         self.after.close()
-
-
-class _KeepResult:
-    """The captioner as `_describe_batch` calls it, asking for the attention map as well and
-    keeping the model's result for the answer."""
-
-    def __init__(self, cap, attention):
-        self._cap, self._attention = cap, attention
-        self.result = None
-
-    def preprocess(self, images):
-        return self._cap.preprocess(images)
-
-    def describe_pairs(self, before, after, **_):
-        if self._attention:
-            self.result = self._cap.describe_pairs(before, after, attention=True)
-        else:
-            self.result = self._cap.describe_pairs(before, after)
-        return self.result
 
 
 def supports_attention(cap):
@@ -199,6 +183,37 @@ def _attention_rows(result):
     return values[0].tolist()
 
 
+def _read_request(request, default_model, default_clip):
+    """The caption_at request's values, each checked (BadInput naming the first bad one)."""
+    crs = request.get("crs")
+    if isinstance(crs, int) and not isinstance(crs, bool):
+        crs = f"EPSG:{crs}"
+    return {
+        "before": _text(request, "before", MAX_PATH_CHARS),
+        "after": _text(request, "after", MAX_PATH_CHARS),
+        "x": _coordinate(request, "x"), "y": _coordinate(request, "y"),
+        "crs": _text({"crs": crs}, "crs", MAX_CRS_CHARS, required=False),
+        "tile_size": _option(request, "tile_size", 256),
+        "bands": _option(request, "bands", None),
+        "max_nodata": _option(request, "max_nodata", 0.5),
+        "reproject": _flag(request, "reproject"),
+        "clip": _flag(request, "clip"),
+        "classes": _text(request, "classes", 2000, required=False),
+        "model": _text(request, "model", MAX_PATH_CHARS, required=False) or default_model,
+        "clip_model": _text(request, "clip_model", MAX_PATH_CHARS, required=False) or default_clip,
+    }
+
+
+def _class_labels(columns, annotator):
+    """The window's RS-M-CLIP classes of both dates (None without classes)."""
+    if annotator is None or not annotator.classes:
+        return None
+    labels = {name: columns[name][0] for name, _ in CLASS_FIELDS}
+    labels.update(class_changed=bool(labels["class_changed"]), before_class_prob=float(labels["before_class_prob"]),
+                  after_class_prob=float(labels["after_class_prob"]), model_source=annotator.clip.source)
+    return labels
+
+
 class PointCaptioner:
     """Answers caption_at requests; `model_for(source, clip)` is the worker's model cache."""
 
@@ -210,14 +225,14 @@ class PointCaptioner:
         self._annotators = OrderedDict()
 
     def _pair(self, before, after, bands, tile_size, reproject):
-        key = (os.path.abspath(before), os.path.abspath(after), _file_stamp(before), _file_stamp(after),
-               bands, tile_size, reproject)
+        key = (os.path.abspath(before), os.path.abspath(after), _stamp(before), _stamp(after), bands, tile_size,
+               reproject)
         pair = self._pairs.get(key)
         if pair is not None:
             self._pairs.move_to_end(key)
             return pair
         # One window is read whatever the plan's size, so no limit on the number of tiles.
-        plan = plan_pair(before, after, bands=band_list(bands), tile_size=tile_size, reproject=reproject,
+        plan = open_pair(CaptionParams(before, after, None, bands=bands, tile_size=tile_size, reproject=reproject),
                          yes_large=True)
         pair = _OpenPair(plan)
         for old in [k for k in self._pairs if k[:2] == key[:2]]:  # the files changed on disk
@@ -228,8 +243,6 @@ class PointCaptioner:
         return pair
 
     def _annotator(self, source, classes):
-        from .clip_annotator import ClipTileAnnotator, parse_classes
-
         try:
             names = parse_classes(classes)
         except ValueError as exc:
@@ -243,61 +256,39 @@ class PointCaptioner:
         return self._annotators[key]
 
     def caption_at(self, request):
-        before = _text(request, "before", MAX_PATH_CHARS)
-        after = _text(request, "after", MAX_PATH_CHARS)
-        x, y = _coordinate(request, "x"), _coordinate(request, "y")
-        crs = request.get("crs")
-        if isinstance(crs, int) and not isinstance(crs, bool):
-            crs = f"EPSG:{crs}"
-        crs = _text({"crs": crs}, "crs", MAX_CRS_CHARS, required=False)
-        tile_size = _option(request, "tile_size", 256)
-        bands = _option(request, "bands", None)
-        max_nodata = _option(request, "max_nodata", 0.5)
-        reproject = _flag(request, "reproject")
-        clip = _flag(request, "clip")
-        classes = _text(request, "classes", 2000, required=False)
-        model = _text(request, "model", MAX_PATH_CHARS, required=False) or self._default_model
-        clip_model = _text(request, "clip_model", MAX_PATH_CHARS, required=False) or self._default_clip
-
-        pair = self._pair(before, after, bands, tile_size, reproject)
+        r = _read_request(request, self._default_model, self._default_clip)
+        pair = self._pair(r["before"], r["after"], r["bands"], r["tile_size"], r["reproject"])
         plan = pair.plan
-        gx, gy = _to_grid(x, y, crs, plan.grid.crs)
-        col, row = window_at(plan, gx, gy, tile_size)
-        batch = pair.read(col, row, tile_size)
+        gx, gy = _to_grid(r["x"], r["y"], r["crs"], plan.grid.crs)
+        col, row = window_at(plan, gx, gy, r["tile_size"])
+        batch = pair.read(col, row, r["tile_size"])
 
-        cap = self._model_for(model, False)
-        annotator = self._annotator(clip_model, classes) if clip else None
+        cap = self._model_for(r["model"], False)
+        annotator = self._annotator(r["clip_model"], r["classes"]) if r["clip"] else None
         attention = supports_attention(cap)
-        kept = _KeepResult(cap, attention)
-        columns, bounds, skips = _describe_batch(batch, kept, plan, max_nodata, None, [], annotator)
-        if skips:
-            fraction = skips[0]["nodata_fraction"]
-            raise BadInput(f"the {tile_size} px window at this point is {fraction:.0%} nodata (more than the "
-                           f"{max_nodata:g} allowed); `rsicrc caption` skips such tiles")
+        described = BatchDescriber(cap, plan, r["max_nodata"], clip_annotator=annotator,
+                                   attention=attention).describe(batch)
+        if described.skips:
+            fraction = described.skips[0]["nodata_fraction"]
+            raise BadInput(f"the {r['tile_size']} px window at this point is {fraction:.0%} nodata (more than the "
+                           f"{r['max_nodata']:g} allowed); `rsicrc caption` skips such tiles")
         warnings = list(plan.warnings)
-        heat = _attention_rows(kept.result) if attention else None
+        heat = _attention_rows(described.result) if attention else None
         if heat is None:
             warnings.append(ATTENTION_MISSING)
-        labels = None
-        if annotator is not None and annotator.classes:
-            labels = {name: columns[name][0] for name in
-                      ("before_class", "after_class", "class_changed", "before_class_prob", "after_class_prob")}
-            labels.update(class_changed=bool(labels["class_changed"]),
-                          before_class_prob=float(labels["before_class_prob"]),
-                          after_class_prob=float(labels["after_class_prob"]),
-                          model_source=annotator.clip.source)
+        columns = described.columns
         return {
             "ok": True,
             "caption": columns["caption"][0],
             "changed": bool(columns["changed"][0]),
             "change_score": float(columns["change_score"][0]),
             "nodata_fraction": float(columns["nodata_fraction"][0]),
-            "window": {"col": int(col), "row": int(row), "size": int(tile_size)},
-            "bounds": [float(v) for v in bounds[0]],
+            "window": {"col": int(col), "row": int(row), "size": int(r["tile_size"])},
+            "bounds": [float(v) for v in described.bounds[0]],
             "crs": plan.grid.crs.to_wkt(),
             "crs_name": plan.grid.crs.to_string(),
             "attention": heat,
-            "clip": labels,
+            "clip": _class_labels(columns, annotator),
             "model_source": cap.source,
             "model_sha256": cap.sha256,
             "warnings": warnings,

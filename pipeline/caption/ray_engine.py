@@ -1,11 +1,12 @@
 """`--engine ray`: the tiles of one caption job captioned by Ray workers (Ray Data).
 
 This process, the driver, plans the job, holds the lock and writes the partial layer as the local
-engine does (caption_run); only the captioning moves. The tiles not yet done are cut into shards
+engine does (caption/run.py); only the captioning moves. The tiles not yet done are cut into shards
 (pipeline/layer/shards.py), one Ray Data row each; a pool of actors (`map_batches` with a callable
 class) loads the models once per actor, reads each shard's windows from the rasters itself (no
 pixels pass through the driver, so BEFORE and AFTER must be readable from every node: a shared
-path, /vsicurl/ or /vsis3/), runs caption_run's per-batch work and writes the shard's part file.
+path, /vsicurl/ or /vsis3/), describes each batch as the local engine does (describe.py) and
+writes the shard's part file.
 The driver appends each part to the partial layer as it arrives and removes it.
 
 A worker that dies stops the run rather than being restarted: a crash on a big tile or an
@@ -13,6 +14,7 @@ out-of-memory kill would only repeat. The finished shards are in the partial lay
 files; `--resume` appends those parts and captions the other shards only.
 """
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BadInput, PipelineFailure
-from ..layer.gpkg import GEOMETRY_COLUMN, PARTIAL_SUFFIX
+from ..layer.schema import GEOMETRY_COLUMN
 from ..layer.shards import (PartBuilder, Shard, clear_parts, list_parts, mark_done, part_first, part_schema, parts_dir,
                             plan_shards, read_markers, read_part, shard_tiles)
 
@@ -51,8 +53,7 @@ class WorkerSpec:
     plan: object
     tile_grid: object
     classes: object
-    query_fields: list
-    query_matrix: object
+    queries: object  # describe.Queries
     model_sha256: str
     clip_model_sha256: str
     device: str
@@ -73,17 +74,14 @@ class ShardWorker:
             self.error = str(exc)
 
     def _load(self):
-        from .run import _load_clip
-        from ..models import load_captioner
+        from .steps import describer, load_models
 
         spec = self.spec
-        self.cap = load_captioner(spec.params.model, spec.device, spec.params.precision)
-        if self.cap.sha256 != spec.model_sha256:
-            raise BadInput(f"the model on this Ray worker ({os.uname().nodename}) is not the driver's "
-                           f"(sha256 {self.cap.sha256[:12]} against {spec.model_sha256[:12]})", spec.params.model)
-        self.clip_annotator = None
-        if spec.params.clip:
-            _, self.clip_annotator = _load_clip(spec.params, spec.classes, spec.device)
+        models = load_models(spec.params, spec.classes, spec.device, spec.params.precision)
+        if models.captioner.sha256 != spec.model_sha256:
+            raise BadInput(f"the model on this Ray worker ({os.uname().nodename}) is not the driver's (sha256 "
+                           f"{models.captioner.sha256[:12]} against {spec.model_sha256[:12]})", spec.params.model)
+        self.describer = describer(spec.params, spec.plan, models, spec.queries)
 
     def __call__(self, batch):
         """{"part": path, "error": ""} a shard, or a BadInput's one line as "error": returned, not
@@ -101,17 +99,14 @@ class ShardWorker:
         return {"part": np.array(parts), "error": np.array(errors)}
 
     def _caption(self, shard):
-        from .run import _describe_batch
         from ..raster.tile_reader import TileReader
 
-        s, p = self.spec, self.spec.params
+        s = self.spec
         self._note("started", f"{shard.first}\n")
         part = PartBuilder(s.schema, shard)
-        with TileReader(s.plan, shard_tiles(s.tile_grid, shard), p.batch_size) as reader:
+        with TileReader(s.plan, shard_tiles(s.tile_grid, shard), s.params.batch_size) as reader:
             for batch in reader:
-                columns, bounds, skips = _describe_batch(batch, self.cap, s.plan, p.max_nodata, s.query_matrix,
-                                                         s.query_fields, self.clip_annotator, bool(p.heatmap))
-                part.add(columns, bounds, skips, len(batch.tiles))
+                part.add(self.describer.describe(batch))
         path = part.write(s.folder)
         self._note("done", "", f"done-{shard.first}")
         self._hold()
@@ -136,7 +131,7 @@ def caption_on_ray(job, resumed):
     """Caption the tiles `job` has not done on Ray workers, appending their results to its layer."""
     ray = import_ray()
     p = job.params
-    folder = parts_dir(job.writer.path[:-len(PARTIAL_SUFFIX)])
+    folder = parts_dir(job.output)
     if resumed:
         _append_left_parts(job, folder)
     else:
@@ -183,7 +178,7 @@ def _caption_shards(ray, job, shards, folder):
 
 def _append_part(job, path):
     part = read_part(path)
-    job.write(part.columns, part.bounds, part.skips, part.tiles_read)
+    job.write(part)
     mark_done(os.path.dirname(path), part_first(path), part.skips)
     os.remove(path)
 
@@ -194,7 +189,7 @@ def _append_left_parts(job, folder):
     markers = read_markers(folder)
     for path in list_parts(folder):
         part, _ = read_part(path).without(job.done)
-        job.write(part.columns, part.bounds, [], len(part.bounds))  # its skips: with the markers below
+        job.write(dataclasses.replace(part, skips=[], tiles_read=len(part.bounds)))  # its skips: with the markers
         job.done = np.union1d(job.done, np.asarray(part.columns["tile_id"], dtype=np.int64))
         if part_first(path) not in markers:
             markers[part_first(path)] = part.skips
@@ -234,9 +229,9 @@ def _dataset(ray, job, shards, folder):
     use_gpu = gpus > 0 and p.device not in ("cpu", "mps")
     workers = p.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1))))
     workers = max(1, min(workers, len(shards)))
-    spec = WorkerSpec(p, job.plan, job.tiles, job.classes, job.query_fields, job.query_matrix,
-                      job.model_sha256, job.clip_model_sha256, "cuda" if use_gpu else p.device,
-                      folder, part_schema(job.writer.schema, GEOMETRY_COLUMN), os.environ.get(TEST_HOOK_ENV))
+    spec = WorkerSpec(p, job.plan, job.tiles, job.classes, job.queries, job.model_sha256, job.clip_model_sha256,
+                      "cuda" if use_gpu else p.device, folder, part_schema(job.writer.schema, GEOMETRY_COLUMN),
+                      os.environ.get(TEST_HOOK_ENV))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the job's reporter shows progress
     context.print_on_execution_start = False

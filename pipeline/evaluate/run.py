@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import caption_metrics as cm
-from . import retrieval_metrics as rm
+from . import caption_metrics as cm, retrieval_metrics as rm
 from ..caption_params import MAX_BATCH_PIXELS, CaptionParams, ParamError, check_value, default_model
 from ..errors import BadInput
 from ..models import load_captioner
-from ..output_file import folder_write_problem
+from ..output_file import OutputKind, check_output, folder_write_problem
 from .levir_cc import check_images, read_pair, read_split
 
 OUTPUT_FILES = ("metrics.json", "captions.json", "report.md")
+EVALUATION_FILE = OutputKind("file name", "output folder", "output folder", "an evaluation file written by rsicrc",
+                             lambda path: True)
 
 
 @dataclass
@@ -127,12 +128,8 @@ def _prepare_output(output, annotations):
         if made:
             out.rmdir()
         raise BadInput(f"output folder is not writable ({problem})", out)
-    for name in OUTPUT_FILES:
-        target = out / name
-        if target.is_dir() or (target.exists() and not target.is_file()):
-            raise BadInput("exists and is not a regular file; choose another output folder", target)
-        if target.exists() and os.path.samefile(target, annotations):
-            raise BadInput(f"is the annotation file {annotations}; choose another output folder", target)
+    for name in OUTPUT_FILES:  # rsicrc's own results in the folder chosen for them: replaced
+        check_output(out / name, EVALUATION_FILE, [(annotations, "the annotation file")], overwrite=True)
     return out, made
 
 

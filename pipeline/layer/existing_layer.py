@@ -8,9 +8,12 @@ import json
 import os
 import stat
 
-from . import gpkg as gl
 from ..errors import BadInput
 from ..output_file import folder_write_problem
+from .gpkg import LayerError, layer_error_reason, list_layers, read_info
+from .metadata import decode_metadata
+from .schema import LAYER
+from .sqlite_edits import first_bad_text
 
 MAX_EMBEDDING_DIM = 65536  # far above any model's; a bigger value is damage, not a model
 # Fields `rsicrc caption` always writes that search and info read.
@@ -76,7 +79,7 @@ def _short(text, n=40):
 
 def _decode(items, path):
     """The metadata values; a documented key whose value is not JSON is refused."""
-    meta = gl.decode_metadata(items)
+    meta = decode_metadata(items)
     for key in METADATA_CHECKS:
         if key in items:
             try:  # strict: NaN and Infinity are not JSON (rsicrc never writes them)
@@ -97,18 +100,18 @@ def open_layer(path):
     if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
         raise BadInput("is not a regular file (a device or FIFO), not a GeoPackage", path)
     try:
-        layers = gl.list_layers(path)
-    except gl.LayerError:
+        layers = list_layers(path)
+    except LayerError:
         raise BadInput("is not a GeoPackage (GDAL cannot open it as vector data)", path) from None
-    if gl.LAYER not in layers:
-        raise BadInput(f"is not an rsicrc layer (no '{gl.LAYER}' layer)", path)
+    if LAYER not in layers:
+        raise BadInput(f"is not an rsicrc layer (no '{LAYER}' layer)", path)
     try:
-        info = gl.layer_info(path)
-    except gl.LayerError as exc:
+        info = read_info(path)
+    except LayerError as exc:
         raise BadInput(f"its run metadata cannot be read ({exc})", path) from None
     items = info.get("layer_metadata") or {}
     if not any(k in items for k in (*REQUIRED_KEYS, "run_fingerprint")):
-        raise BadInput(f"is not an rsicrc layer (the '{gl.LAYER}' layer has no rsicrc run metadata)", path)
+        raise BadInput(f"is not an rsicrc layer (the '{LAYER}' layer has no rsicrc run metadata)", path)
     meta = _decode(items, path)
     for key in REQUIRED_KEYS:
         if key not in meta:
@@ -129,7 +132,7 @@ def open_layer(path):
 
 def field_dtypes(path):
     """{field name: pyogrio dtype} of the layer's attribute fields."""
-    info = gl.layer_info(path)
+    info = read_info(path)
     return dict(zip((str(f) for f in info["fields"]), (str(d) for d in info["dtypes"])))
 
 
@@ -157,11 +160,11 @@ def read_checked(path, failure, columns, read):
     reason, or naming the tile whose text in `columns` is not UTF-8 (a hand edit in SQL)."""
     try:
         return read()
-    except gl.LayerError as exc:
+    except LayerError as exc:
         if "UTF-8" in str(exc):
-            bad = gl.first_bad_text(path, columns)
+            bad = first_bad_text(path, columns)
             if bad is not None:
                 fid, tile_id, column = bad
                 raise BadInput(f"the {column} of tile {tile_id} (fid {fid}) is not valid UTF-8 text; the "
                                f"layer was edited outside rsicrc", path) from None
-        raise BadInput(f"{failure} ({gl.layer_error_reason(exc)})", path) from None
+        raise BadInput(f"{failure} ({layer_error_reason(exc)})", path) from None

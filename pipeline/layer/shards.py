@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tile_rows import TileRows
+
 PARTS_SUFFIX = ".parts"
 BOUNDS = ("_left", "_bottom", "_right", "_top")
 _META_KEY = b"rsicrc_shard"
@@ -75,16 +77,17 @@ class PartBuilder:
         self.columns = {f.name: [] for f in schema}
         self.skips, self.tiles_read = [], 0
 
-    def add(self, columns, bounds, skips, tiles_read):
-        bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    def add(self, rows):
+        """A batch's TileRows."""
+        bounds = np.asarray(rows.bounds, dtype=np.float64).reshape(-1, 4)
         if len(bounds):
             for name in self.columns:
                 if name not in BOUNDS:
-                    self.columns[name].extend(list(columns[name]))
+                    self.columns[name].extend(list(rows.columns[name]))
             for k, name in enumerate(BOUNDS):
                 self.columns[name].extend(bounds[:, k].tolist())
-        self.skips.extend(skips)
-        self.tiles_read += tiles_read
+        self.skips.extend(rows.skips)
+        self.tiles_read += rows.tiles_read
 
     def write(self, folder):
         import pyarrow as pa
@@ -128,24 +131,6 @@ def read_markers(folder):
     return out
 
 
-@dataclass
-class Part:
-    columns: dict  # {field: list}
-    bounds: np.ndarray  # (n, 4)
-    skips: list
-    tiles_read: int
-
-    def without(self, done):
-        """This part less the tiles whose ids are in `done` (sorted), and their count."""
-        ids = np.asarray(self.columns["tile_id"], dtype=np.int64)
-        keep = ~np.isin(ids, done)
-        if keep.all():
-            return self, 0
-        index = np.flatnonzero(keep)
-        columns = {k: [v[i] for i in index] for k, v in self.columns.items()}
-        return Part(columns, self.bounds[keep], self.skips, self.tiles_read), int((~keep).sum())
-
-
 def read_part(path):
     import pyarrow.parquet as pq
 
@@ -153,7 +138,7 @@ def read_part(path):
     meta = json.loads(table.schema.metadata[_META_KEY])
     columns = {name: table.column(name).to_pylist() for name in table.column_names if name not in BOUNDS}
     bounds = np.column_stack([table.column(name).to_numpy() for name in BOUNDS]).reshape(-1, 4)
-    return Part(columns, bounds, meta["skips"], int(meta["tiles_read"]))
+    return TileRows(columns, bounds, meta["skips"], int(meta["tiles_read"]))
 
 
 def list_parts(folder):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 
-from .pair_plan import open_on_grid
+from .grid_reader import open_on_grid
 
 GDAL_CACHE_MB = 32
 _END = object()
@@ -82,6 +82,18 @@ class TileBatch:
         return np.stack(images), np.asarray(before, np.int64), np.asarray(after, np.int64)
 
 
+def read_batch(tiles, readers):
+    """The TileBatch of `tiles`, one GridReader a date (oldest first), each window read once."""
+    size = tiles[0].size
+    dates = [np.empty((len(tiles), 3, size, size), dtype=np.uint8) for _ in readers]
+    valid = [np.empty((len(tiles), size, size), dtype=bool) for _ in readers]
+    for i, t in enumerate(tiles):
+        win = (t.col, t.row, size, size)
+        for d, reader in enumerate(readers):
+            dates[d][i], valid[d][i] = reader.read(win)
+    return TileBatch(tiles, dates, valid)
+
+
 class TileReader:
     def __init__(self, plan, tiles, batch_size, prefetch=2):
         """tiles: any iterable of Tile (walked once, in the reader thread)."""
@@ -127,23 +139,11 @@ class TileReader:
                     chunk = list(itertools.islice(tiles, self._batch_size))
                     if not chunk:
                         break
-                    if not self._put(self._read_batch(chunk, *readers)):
+                    if not self._put(read_batch(chunk, readers)):
                         return
         except BaseException as e:  # handed to the consumer, which re-raises it
             self._error = e
         self._put(_END)
-
-    @staticmethod
-    def _read_batch(chunk, *readers):
-        """The TileBatch of `chunk`, one GridReader a date, each window read once."""
-        size = chunk[0].size
-        dates = [np.empty((len(chunk), 3, size, size), dtype=np.uint8) for _ in readers]
-        valid = [np.empty((len(chunk), size, size), dtype=bool) for _ in readers]
-        for i, t in enumerate(chunk):
-            win = (t.col, t.row, size, size)
-            for d, reader in enumerate(readers):
-                dates[d][i], valid[d][i] = reader.read(win)
-        return TileBatch(chunk, dates, valid)
 
     def __iter__(self):
         while True:

@@ -12,7 +12,7 @@ from qgis.core import QgsProviderRegistry
 from . import pair_checks
 from .. import settings
 from ...pipeline.caption_params import CaptionParams, ParamError, options, to_argv
-from ...pipeline.layer.gpkg import LAYER, partial_path
+from ...pipeline.layer.schema import LAYER, partial_path
 from ..layers import result_layer
 from ..worker.process import run_cli
 

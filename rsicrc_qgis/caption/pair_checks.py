@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterDataProvider, QgsRectangle
 
+from ...pipeline.raster.grid_rules import PIXEL_SIZE_RTOL
+
 OK, WARN, ERROR = "ok", "warning", "error"
-PIXEL_SIZE_RTOL = 1e-4
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from qgis.core import QgsProviderRegistry
 
-from ...pipeline.layer.gpkg import LAYER, decode_metadata
+from ...pipeline.layer.metadata import decode_metadata
+from ...pipeline.layer.schema import LAYER
 
 EMBEDDING_FIELD = "embedding"
 # A time series (`caption D1 D2 D3 ...`): every feature is one (tile, interval); the fields and

@@ -15,7 +15,7 @@ import numpy as np
 from qgis.core import QgsFields, QgsVectorLayerFeatureSource
 
 from . import clip_scoring
-from ...pipeline.caption.clip_annotator import CLIP_BLOB_FIELDS
+from ...pipeline.layer.schema import CLIP_BLOB_FIELDS
 from ..layers import result_layer
 from .layer_search import SearchProblem, read_embeddings, require_field
 

@@ -6,20 +6,10 @@ import html
 from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsTask
 from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                                 QSpinBox, QVBoxLayout, QWidget)
 
-from . import layer_search, core as search_core
+from . import core as search_core, layer_search
 from .. import settings
 from ..layers import result_layer
 from ..worker.environment import EnvironmentProblem

@@ -10,7 +10,8 @@ from qgis.core import QgsFeatureRequest, QgsField, QgsVectorLayer
 from qgis.PyQt.QtCore import QByteArray, QVariant, Qt
 
 from . import scoring
-from ...pipeline.layer.gpkg import BlobLengthError, blobs_to_matrix, written_by_caption
+from ...pipeline.layer.blobs import BlobLengthError, blobs_to_matrix
+from ...pipeline.layer.schema import written_by_caption
 from ..layers.result_layer import EMBEDDING_FIELD
 
 
@@ -135,7 +136,7 @@ def write_scores_to_file(path, name, fids, scores, unscored=()):
     The very writer `rsicrc search` uses; the layer showing the file must then be reloaded
     (reload_after_file_write, on the main thread).
     """
-    from ...pipeline.layer.gpkg import write_scores
+    from ...pipeline.layer.sqlite_edits import write_scores
 
     all_fids = list(fids) + list(unscored)
     all_scores = np.concatenate([np.asarray(scores, dtype=np.float64), np.full(len(unscored), np.nan)])

@@ -12,8 +12,10 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from rsicrc.pipeline.caption.clip_annotator import ClipTileAnnotator, parse_classes
 from rsicrc.pipeline.cli import main
-from rsicrc.pipeline.caption.clip_annotator import ClipTileAnnotator, blobs_to_matrix, parse_classes, score_embeddings
+from rsicrc.pipeline.clip_scores import score_embeddings
+from rsicrc.pipeline.layer.blobs import blobs_to_matrix
 
 TILE = 64
 CLASSES = "forest, água, bâtiments, 建筑, здания, 숲"

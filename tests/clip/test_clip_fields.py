@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from rsicrc.pipeline.caption.clip_annotator import (CLASS_FIELDS, DEFAULT_CLASSES, ClipFieldsMissingError,
-                                                    ClipTileAnnotator, blobs_to_matrix, classify_embeddings,
-                                                    clip_scores, embedding_to_blob, parse_classes, require_clip_fields,
-                                                    score_embeddings)
+from rsicrc.pipeline.caption.clip_annotator import (DEFAULT_CLASSES, ClipTileAnnotator, classify_embeddings,
+                                                    parse_classes)
+from rsicrc.pipeline.clip_scores import ClipFieldsMissingError, clip_scores, require_clip_fields, score_embeddings
+from rsicrc.pipeline.layer.blobs import blobs_to_matrix, embedding_blob
+from rsicrc.pipeline.layer.schema import CLASS_FIELDS
 
 
 def _unit(rows):
@@ -26,7 +27,7 @@ def test_parse_classes():
 
 def test_blob_round_trip_and_missing_rows():
     vecs = _unit(np.random.default_rng(0).normal(size=(3, 5)))
-    blobs = [embedding_to_blob(v) for v in vecs]
+    blobs = [embedding_blob(v) for v in vecs]
     assert all(len(b) == 5 * 4 for b in blobs)
     assert np.frombuffer(blobs[1], dtype="<f4").tolist() == vecs[1].tolist()
     matrix = blobs_to_matrix([blobs[0], None, b"", blobs[2]], 5)

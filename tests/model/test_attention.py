@@ -32,8 +32,10 @@ def test_attention_changes_no_output(loaded):
         _check_parity(case, one, [i])
         one_map = model.describe_pairs(before[i:i + 1], after[i:i + 1], attention=True)
         _check_parity(case, one_map, [i])
-        # A pair's map does not depend on the pairs decoded beside it (rows leave at END).
-        assert torch.allclose(one_map.attention[0], with_maps.attention[i], atol=1e-5)
+        # A pair's map does not depend on the pairs decoded beside it (rows leave at END), within
+        # the parity tolerance: the ViT backbone's batched products round differently from one
+        # pair's (up to 2.2e-5 on an Intel Xeon with AMX, 0 for RN50).
+        assert torch.allclose(one_map.attention[0], with_maps.attention[i], atol=EMBEDDING_TOLERANCE)
 
 
 def test_greedy_tokens_identical_with_attention(loaded):

@@ -113,7 +113,7 @@ def test_target_resolution_resamples_both_dates_onto_a_new_grid(rasters):
     assert plan.before.warp and plan.after.warp
     assert (plan.grid.width, plan.grid.height) == (600, 600) and plan.grid.res == (0.25, 0.25)
     assert plan.window == (0, 0, 600, 600)
-    from rsicrc.pipeline.raster.pair_plan import open_on_grid
+    from rsicrc.pipeline.raster.grid_reader import open_on_grid
 
     with open_on_grid(plan.before, plan.grid) as reader:
         rgb, valid = reader.read((0, 0, 128, 128))

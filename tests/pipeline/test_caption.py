@@ -9,8 +9,8 @@ import rasterio
 import shapely
 from pipeline_test_rasters import ORIGIN, scene, uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
+from rsicrc.pipeline.layer.gpkg import read_metadata
 from rsicrc.pipeline.progress import Reporter
 from rsicrc.pipeline.raster.stretch import HIGH_PERCENTILE, LOW_PERCENTILE
 
@@ -33,10 +33,6 @@ def read_layer(path):
     table = dict(zip(meta["fields"], fields))
     order = np.argsort(table["tile_id"])
     return {k: v[order] for k, v in table.items()}, geoms[order]
-
-
-def read_metadata(path):
-    return gl.read_metadata(path)
 
 
 @pytest.fixture(scope="module")

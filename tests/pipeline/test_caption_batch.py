@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.cli import main
+from rsicrc.pipeline.layer.gpkg import read_columns, read_metadata
+from rsicrc.pipeline.layer.schema import GEOMETRY_COLUMN, PAIR_FIELD, partial_path
 
 TILE = 64
 FIELDS = ["tile_id", "row", "col", "caption", "change_score", "q_a_road", "embedding"]
@@ -34,7 +35,7 @@ def pairs(tmp_path_factory):
 
 
 def _layer(path):
-    return gl.read_columns(path, FIELDS + [gl.PAIR_FIELD], geometry=True)
+    return read_columns(path, FIELDS + [PAIR_FIELD], geometry=True)
 
 
 def test_bad_pairs_are_skipped_and_listed_and_the_others_captioned(pairs, small_checkpoint, tmp_path, capsys):
@@ -51,21 +52,21 @@ def test_bad_pairs_are_skipped_and_listed_and_the_others_captioned(pairs, small_
     assert progress[-1] == (10, 10) and all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
 
     layer = _layer(out)
-    assert layer[gl.PAIR_FIELD].tolist() == ["north"] * 6 + ["3"] * 4
+    assert layer[PAIR_FIELD].tolist() == ["north"] * 6 + ["3"] * 4
     assert layer["tile_id"].tolist() == list(range(10))  # unique over the layer
-    meta = gl.read_metadata(out)
+    meta = read_metadata(out)
     assert [b["row"] for b in meta["bad_pairs"]] == [2, 4] and "no such file" in meta["bad_pairs"][0]["error"]
     assert [(p["pair"], p["tiles"], p["tile_id_offset"]) for p in meta["pairs"]] == [("north", 6, 0), ("3", 4, 6)]
     assert meta["complete"] is True and meta["features"] == 10
-    assert not os.path.exists(str(out) + ".pairs") and not os.path.exists(gl.partial_path(out))
+    assert not os.path.exists(str(out) + ".pairs") and not os.path.exists(partial_path(out))
 
     # Each pair's tiles are what `caption` makes of that pair alone.
     for name, before, after, offset in (("north", r["a1"], r["b1"], 0), ("3", r["a2"], r["b2"], 6)):
         single = tmp_path / f"{name}.gpkg"
         assert main(["caption", before, after, "-o", str(single)] + common) == 0
-        want, mine = _layer(single), layer[gl.PAIR_FIELD] == name
+        want, mine = _layer(single), layer[PAIR_FIELD] == name
         assert (layer["tile_id"][mine] - offset).tolist() == want["tile_id"].tolist()
-        for field in ("row", "col", "caption", "embedding", gl.GEOMETRY_COLUMN):
+        for field in ("row", "col", "caption", "embedding", GEOMETRY_COLUMN):
             assert list(layer[field][mine]) == list(want[field]), field
         np.testing.assert_allclose(layer["q_a_road"][mine], want["q_a_road"], atol=1e-6)
     assert main(["info", str(out)]) == 0  # the other commands read it as any caption layer

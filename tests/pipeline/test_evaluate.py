@@ -18,11 +18,10 @@ import torch
 from PIL import Image
 
 from levir_cc_dataset import PAIRS, write_dataset
-from rsicrc.pipeline.evaluate.run import caption_metrics as cm
-from rsicrc.pipeline.evaluate.run import retrieval_metrics as rm
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
-from rsicrc.pipeline.evaluate.run.run import OUTPUT_FILES, run_evaluate
+from rsicrc.pipeline.evaluate import caption_metrics as cm, retrieval_metrics as rm
+from rsicrc.pipeline.evaluate.run import OUTPUT_FILES, run_evaluate
 from rsicrc.pipeline.progress import Reporter
 
 AT_K = sorted([1, 3, 5, 10], reverse=True)  # as eval.py

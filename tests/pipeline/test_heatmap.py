@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from affine import Affine
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.caption import heatmap as hm
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
+from rsicrc.pipeline.layer.blobs import blobs_to_matrix
+from rsicrc.pipeline.layer.gpkg import read_columns, read_info, read_metadata
+from rsicrc.pipeline.layer.schema import ATTENTION_FIELD
 from rsicrc.pipeline.progress import Reporter
 
 TILE = 64
@@ -35,8 +37,8 @@ def _run(pair, captioner, out, heat, **kw):
 
 
 def _tiles(layer):
-    cols = gl.read_columns(layer, ["tile_id", "row", "col", gl.ATTENTION_FIELD])
-    maps = gl.blobs_to_matrix(list(cols[gl.ATTENTION_FIELD]), 49).reshape(-1, 7, 7)
+    cols = read_columns(layer, ["tile_id", "row", "col", ATTENTION_FIELD])
+    maps = blobs_to_matrix(list(cols[ATTENTION_FIELD]), 49).reshape(-1, 7, 7)
     return list(zip(cols["row"], cols["col"], maps))
 
 
@@ -71,7 +73,7 @@ def test_georeferencing_is_the_grid(made, pair):
         assert ds.nodata == hm.NODATA
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert ds.profile["tiled"] and ds.compression.name.lower() == "deflate"
-    meta = gl.read_metadata(out)
+    meta = read_metadata(out)
     assert meta["heatmap"] == str(heat) and meta["heatmap_scale"] == 1
     assert meta["run_fingerprint"]["attention"] is True
 
@@ -197,7 +199,7 @@ def test_a_failed_write_leaves_nothing_and_resume_finishes(pair, captioner, tmp_
     assert str(heat) in str(info.value) and "No space left" in str(info.value)
     assert not heat.exists() and not out.exists()
     assert glob.glob(str(tmp_path / "f.tif.*")) == []  # no temporary file left
-    assert gl.read_metadata(str(out) + ".partial")["complete"] is True
+    assert read_metadata(str(out) + ".partial")["complete"] is True
     monkeypatch.undo()
 
     class NoModelWork:
@@ -230,7 +232,7 @@ def test_interrupted_run_resumes_to_the_same_heatmap(pair, captioner, made, tmp_
 
     with pytest.raises(KeyboardInterrupt):
         _run(pair, StopsAfterOneBatch(), out, heat, heatmap_scale=1, batch_size=2)
-    assert not heat.exists() and len(gl.read_columns(str(out) + ".partial", ["tile_id"])["tile_id"]) == 2
+    assert not heat.exists() and len(read_columns(str(out) + ".partial", ["tile_id"])["tile_id"]) == 2
     # Without --heatmap the partial file is another job: its tiles hold attention maps.
     with pytest.raises(BadInput, match="attention"):
         run_caption(CaptionParams(*pair, str(out), model=captioner.source, tile_size=TILE, resume=True),
@@ -244,7 +246,7 @@ def test_a_partial_file_without_maps_is_not_resumed_with_heatmap(pair, captioner
     out = tmp_path / "n.gpkg"
     run_caption(CaptionParams(*pair, str(out), model=captioner.source, tile_size=TILE), Reporter(),
                 captioner=captioner)
-    assert gl.ATTENTION_FIELD not in gl.layer_info(out)["fields"]
+    assert ATTENTION_FIELD not in read_info(out)["fields"]
     os.replace(out, str(out) + ".partial")
     with pytest.raises(BadInput, match="differs in: attention"):
         _run(pair, captioner, out, tmp_path / "n.tif", resume=True)
@@ -305,10 +307,10 @@ def test_without_heatmap_nothing_changes(made, pair, captioner, tmp_path):
     out = tmp_path / "plain.gpkg"
     run_caption(CaptionParams(*pair, str(out), model=captioner.source, tile_size=TILE, batch_size=4), Reporter(),
                 captioner=captioner)
-    fields = gl.layer_info(out)["fields"]
-    assert gl.ATTENTION_FIELD not in fields and "heatmap" not in gl.read_metadata(out)
-    plain = gl.read_columns(out, ["caption", "change_score", "embedding"])
-    with_maps = gl.read_columns(made[0], ["caption", "change_score", "embedding"])
+    fields = read_info(out)["fields"]
+    assert ATTENTION_FIELD not in fields and "heatmap" not in read_metadata(out)
+    plain = read_columns(out, ["caption", "change_score", "embedding"])
+    with_maps = read_columns(made[0], ["caption", "change_score", "embedding"])
     assert list(plain["caption"]) == list(with_maps["caption"])
     np.testing.assert_allclose(plain["change_score"], with_maps["change_score"], atol=1e-6)
 

@@ -23,8 +23,10 @@ import rasterio
 from affine import Affine
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.cli import main
+from rsicrc.pipeline.layer.gpkg import (LayerWriter, read_columns, read_info, read_metadata, read_metadata_items,
+                                        write_metadata)
+from rsicrc.pipeline.layer.schema import partial_path, slug_field
 
 TILE = 64
 
@@ -72,11 +74,11 @@ class Ctx:
 
 
 def _fields(path):
-    return set(gl.layer_info(path)["fields"])
+    return set(read_info(path)["fields"])
 
 
 def _features(path):
-    return int(gl.layer_info(path)["features"])
+    return int(read_info(path)["features"])
 
 
 # --- the cases ---------------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def nan_and_inf_floats(c):
     path = c.raster("nan.tif", data)
 
     def check(_):
-        columns = gl.read_columns(c.out, ["tile_id", "nodata_fraction"])
+        columns = read_columns(c.out, ["tile_id", "nodata_fraction"])
         got = dict(zip(columns["tile_id"].tolist(), columns["nodata_fraction"].tolist()))
         assert got[0] == pytest.approx(1600 / 4096) and got[3] == pytest.approx(784 / 4096)
         assert got[1] == got[2] == 0.0
@@ -148,7 +150,7 @@ def all_nodata(c):
     path = c.raster("nodata.tif", np.zeros((3, 128, 128), np.uint8), nodata=0)
 
     def check(_):
-        assert _features(c.out) == 0 and gl.read_metadata(c.out)["skipped_count"] == 4
+        assert _features(c.out) == 0 and read_metadata(c.out)["skipped_count"] == 4
     return c.caption(path), Good(check)
 
 
@@ -252,7 +254,7 @@ def disk_full_while_writing(c, monkeypatch):
     """The disk fills up (a filler file takes what is left) just before the second batch is
     written: exit 2, and the partial file keeps the first batch for --resume."""
     folder = c.mount_tmpfs("small", 4096)
-    real_append, calls = gl.LayerWriter.append, []
+    real_append, calls = LayerWriter.append, []
 
     def append_on_a_full_disk(self, columns, bounds):
         calls.append(len(bounds))
@@ -265,12 +267,12 @@ def disk_full_while_writing(c, monkeypatch):
                     pass
         return real_append(self, columns, bounds)
 
-    monkeypatch.setattr(gl.LayerWriter, "append", append_on_a_full_disk)
+    monkeypatch.setattr(LayerWriter, "append", append_on_a_full_disk)
     out = folder / "out.gpkg"
     bad = Bad(out, ("writing stopped", "disk full", "--resume"))
 
     def partial_keeps_the_first_batch():
-        assert _features(gl.partial_path(out)) == 2
+        assert _features(partial_path(out)) == 2
     bad.after = partial_keeps_the_first_batch
     bad.keeps_partial = True
     return c.caption(None, None, "--batch-size", "2", out=out), bad
@@ -328,7 +330,7 @@ def longest_query(c):
 
     def check(_):
         name = next(f for f in _fields(c.out) if f.startswith("q_"))
-        assert len(name) <= 40 and gl.read_metadata(c.out)["queries"][name] == text
+        assert len(name) <= 40 and read_metadata(c.out)["queries"][name] == text
     return c.caption(None, None, "--query", text), Good(check)
 
 
@@ -343,11 +345,11 @@ def sql_looking_query(c):
 def non_ascii_queries(c):
     """Queries with no ASCII letter get stable, distinct field names (never a bare "q")."""
     def check(_):
-        queries = gl.read_metadata(c.out)["queries"]
+        queries = read_metadata(c.out)["queries"]
         assert sorted(queries.values()) == sorted(["新建筑", "здания"])
         for name, text in queries.items():  # q_ and 8 hex digits of the text's SHA-1: stable
             assert name == "q_" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
-        assert gl.slug_field("新建筑", []) == gl.slug_field(" 新建筑 ", []) != gl.slug_field("здания", [])
+        assert slug_field("新建筑", []) == slug_field(" 新建筑 ", []) != slug_field("здания", [])
     return c.caption(None, None, "--query", "新建筑", "--query", "здания"), Good(check)
 
 
@@ -465,8 +467,8 @@ def search_a_tampered_embedding(c):
 
 def info_with_metadata_that_is_not_json(c):
     layer = c.layer_copy()
-    gl.write_metadata(layer, {})  # keeps every item; then one is replaced by raw text below
-    items = dict(gl.read_metadata_items(layer))
+    write_metadata(layer, {})  # keeps every item; then one is replaced by raw text below
+    items = dict(read_metadata_items(layer))
     items["embedding_dim"] = "{not json"
     import pyarrow as pa
     import pyogrio
@@ -572,7 +574,7 @@ def test_hostile_input(case, shared, tmp_path, capsys, monkeypatch):
                 assert Path(path).read_bytes() == content, f"{path} was changed"
             if argv[0] == "caption" and not getattr(expect, "keeps_partial", False):
                 output = Path(argv[argv.index("-o") + 1])
-                made = [p for p in (output, Path(gl.partial_path(output))) if p.exists() and p not in expect.untouched
+                made = [p for p in (output, Path(partial_path(output))) if p.exists() and p not in expect.untouched
                         and p.is_file() and not Path(p).samefile(argv[1])]
                 assert not made, f"left behind: {made}"
             if hasattr(expect, "after"):

@@ -20,10 +20,11 @@ import torch
 from osgeo import ogr
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline import serve as serve_mod
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
+from rsicrc.pipeline.layer.gpkg import LayerError, read_columns
+from rsicrc.pipeline.layer.sqlite_edits import write_scores
 from rsicrc.pipeline.progress import Reporter
 
 TILE = 64
@@ -266,7 +267,7 @@ def test_a_non_finite_embedding_gets_no_score_and_json_stays_strict(layer, capti
     result = strict_json(out)
     assert result["features"] == 6 and result["scored"] == 5
     assert tile_of(layer, 3) not in [h["tile_id"] for h in result["hits"]]
-    scores = gl.read_columns(layer, [result["field"]])
+    scores = read_columns(layer, [result["field"]])
     assert np.isnan(scores[result["field"]][list(scores["fid"]).index(3)])  # NULL in the file
 
 
@@ -409,15 +410,15 @@ def test_sql_looking_field_names_are_refused(layer, captioner, capsys, name):
     before = columns(layer)
     rc = main(search(layer, captioner, "--field", name))
     one_error_line(capsys, rc, "--field")
-    assert columns(layer) == before and len(gl.read_columns(layer, ["tile_id"])["tile_id"]) == 6
+    assert columns(layer) == before and len(read_columns(layer, ["tile_id"])["tile_id"]) == 6
 
 
 def test_writer_refuses_a_name_that_would_end_its_quotes(layer):
     # The QGIS side hands the user's setting to write_scores: only what breaks the quoting is refused.
-    with pytest.raises(gl.LayerError, match="cannot be a score field name"):
-        gl.write_scores(layer, 'x"; DROP TABLE changes; --', [1], [0.5])
-    gl.write_scores(layer, "my score", [1], [0.5])  # a plain name with a space is fine in quotes
-    assert len(gl.read_columns(layer, ["tile_id"])["tile_id"]) == 6 and "my score" in columns(layer)
+    with pytest.raises(LayerError, match="cannot be a score field name"):
+        write_scores(layer, 'x"; DROP TABLE changes; --', [1], [0.5])
+    write_scores(layer, "my score", [1], [0.5])  # a plain name with a space is fine in quotes
+    assert len(read_columns(layer, ["tile_id"])["tile_id"]) == 6 and "my score" in columns(layer)
 
 
 @pytest.mark.parametrize("declared", ["TEXT", "BLOB", "BOOLEAN", "DATE"])
@@ -429,8 +430,8 @@ def test_search_never_overwrites_a_field_of_the_users(layer, captioner, capsys, 
     con = sqlite3.connect(str(layer))
     assert {r[0] for r in con.execute("SELECT notes FROM changes")} == {"keep me"}
     con.close()
-    with pytest.raises(gl.LayerError, match="exists and holds"):
-        gl.write_scores(layer, "notes", [1], [0.5])
+    with pytest.raises(LayerError, match="exists and holds"):
+        write_scores(layer, "notes", [1], [0.5])
 
 
 # --- 3 and 4. the search worker ----------------------------------------------------------------

@@ -12,10 +12,12 @@ import pytest
 from layer_edits import set_null
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline import output_file
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
+from rsicrc.pipeline.layer.blobs import blobs_to_matrix
+from rsicrc.pipeline.layer.gpkg import read_columns, read_info, read_metadata
+from rsicrc.pipeline.layer.schema import partial_path
 from rsicrc.pipeline.progress import Reporter
 
 TILE = 64
@@ -43,7 +45,7 @@ def _cli(pair, out, checkpoint, *extra):
 
 def test_the_file_holds_one_layer_and_its_metadata(finished, captioner):
     assert [list(x) for x in pyogrio.list_layers(str(finished))] == [["changes", "Polygon"]]
-    meta = gl.read_metadata(finished)
+    meta = read_metadata(finished)
     assert meta["complete"] is True and meta["features"] == 6 and meta["model_sha256"] == captioner.sha256
     # GDAL keeps the spatial index: a bounding-box query finds exactly the tiles it covers.
     info = pyogrio.read_info(str(finished), layer="changes")
@@ -71,7 +73,7 @@ def test_a_second_run_to_the_same_output_stops_at_once(pair, small_checkpoint, t
     assert str(out) in err and f"process {first.pid}" in err, err
     assert first.returncode == 0, first_err[-2000:]
     assert json.loads(rest.splitlines()[-1])["event"] == "done"
-    assert sorted(gl.read_columns(out, ["tile_id"])["tile_id"]) == list(range(6))
+    assert sorted(read_columns(out, ["tile_id"])["tile_id"]) == list(range(6))
     assert not os.path.exists(output_file.lock_path(out))
 
 
@@ -106,17 +108,17 @@ def test_an_output_that_cannot_be_replaced_keeps_the_finished_tiles(pair, captio
     monkeypatch.setattr(os, "replace", refuse)
     argv = ["caption", *pair, "-o", str(out), "--model", captioner.source, "--tile-size", str(TILE),
             "--overwrite"]
-    monkeypatch.setattr("rsicrc.pipeline.caption.run.load_captioner", lambda *a: captioner)
+    monkeypatch.setattr("rsicrc.pipeline.caption.steps.load_captioner", lambda *a: captioner)
     assert main(argv) == 1
     err = capsys.readouterr().err
-    part = gl.partial_path(out)
+    part = partial_path(out)
     assert "every tile is written" in err and part in err and "--resume" in err
-    assert gl.read_metadata(part)["complete"] is True and gl.layer_info(part)["features"] == 6
+    assert read_metadata(part)["complete"] is True and read_info(part)["features"] == 6
     monkeypatch.setattr(os, "replace", real_replace)
     assert main(argv + ["--resume", "--progress", "json"]) == 0
     events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [e["done"] for e in events if e["event"] == "progress"] == [6]  # nothing recomputed
-    assert gl.layer_info(out)["features"] == 6 and not os.path.exists(part)
+    assert read_info(out)["features"] == 6 and not os.path.exists(part)
 
 
 def test_an_output_open_elsewhere_on_windows_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -142,10 +144,10 @@ def test_search_skips_a_tile_whose_embedding_is_null(finished, captioner, tmp_pa
     assert rc == 0
     result = json.loads(out)  # strict JSON: no NaN anywhere
     assert result["features"] == 6 and result["scored"] == 5
-    table = gl.read_columns(layer, ["tile_id", "embedding", result["field"]])
+    table = read_columns(layer, ["tile_id", "embedding", result["field"]])
     scores = dict(zip(table["fid"].tolist(), table[result["field"]].tolist()))
     assert np.isnan(scores.pop(hole))  # NULL in the file
-    emb = gl.blobs_to_matrix(table["embedding"], captioner.embedding_dim)
+    emb = blobs_to_matrix(table["embedding"], captioner.embedding_dim)
     expected = emb @ captioner.embed_text(["a road"]).numpy()[0]
     keep = table["fid"] != hole
     np.testing.assert_allclose(table[result["field"]][keep], expected[keep], atol=1e-5)

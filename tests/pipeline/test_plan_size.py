@@ -6,9 +6,9 @@ import rasterio
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 from rasterio.transform import from_origin
 
-from rsicrc.pipeline.raster import plan_size
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
+from rsicrc.pipeline.raster import plan_size
 from rsicrc.pipeline.raster.pair_plan import plan_pair
 from rsicrc.pipeline.raster.tiling import tile_grid
 

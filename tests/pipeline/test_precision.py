@@ -6,10 +6,10 @@ import pytest
 from pipeline_test_rasters import uint8_scene, write_raster
 
 from rsicrc.model.device import cpu_has_bf16
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import BadInput
+from rsicrc.pipeline.layer.gpkg import LayerWriter, read_info, read_metadata
 from rsicrc.pipeline.progress import Reporter
 
 SHAPE = (64, 128)  # 1 x 2 tiles of 64 px
@@ -39,7 +39,7 @@ def test_a_partial_file_of_another_precision_is_not_resumed(pair, captioner, tmp
     out = tmp_path / "o.gpkg"
     run_caption(CaptionParams(*pair, str(out), model=captioner.source, tile_size=64), Reporter(),
                 captioner=captioner)
-    stored = gl.read_metadata(out)
+    stored = read_metadata(out)
     assert stored["run_fingerprint"]["precision"] == "fp32" and stored["params"]["precision"] == "fp32"
     os.replace(out, str(out) + ".partial")
     with pytest.raises(BadInput, match="differs in: precision"):
@@ -53,9 +53,9 @@ def test_a_partial_file_from_before_the_option_resumes_as_fp32(pair, captioner, 
                 captioner=captioner)
     part = str(out) + ".partial"
     os.replace(out, part)
-    fingerprint = dict(gl.read_metadata(part)["run_fingerprint"])
+    fingerprint = dict(read_metadata(part)["run_fingerprint"])
     del fingerprint["precision"]
-    gl.LayerWriter(part, None, []).set_metadata({"run_fingerprint": fingerprint})
+    LayerWriter(part, None, []).set_metadata({"run_fingerprint": fingerprint})
     summary = run_caption(CaptionParams(*pair, str(out), model=captioner.source, tile_size=64, resume=True),
                           Reporter(), captioner=captioner)
     assert summary.resumed_tiles == 2 and summary.features == 2
@@ -67,7 +67,7 @@ def test_bf16_runs_on_a_cpu_with_bf16_instructions(pair, small_checkpoint, tmp_p
     code = main(["caption", *pair, "-o", str(out), "--model", str(small_checkpoint), "--tile-size", "64",
                  "--device", "cpu", "--precision", "bf16", "--progress", "json"])
     assert code == 0, capsys.readouterr().err
-    meta = gl.read_metadata(out)
+    meta = read_metadata(out)
     assert meta["params"]["precision"] == "bf16"
-    assert gl.layer_info(out)["features"] == 2
+    assert read_info(out)["features"] == 2
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["event"] == "done"

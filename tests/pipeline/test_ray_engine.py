@@ -10,13 +10,15 @@ import pytest
 from pipeline_test_rasters import uint8_scene, write_raster
 from test_bad_input import CASES, NO_MODEL, rasters  # noqa: F401 - rasters: the fixture
 
-from rsicrc.pipeline.layer import gpkg as gl
 from rsicrc.pipeline.caption import ray_engine
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.errors import PipelineFailure
-from rsicrc.pipeline.progress import Reporter
+from rsicrc.pipeline.layer.blobs import blobs_to_matrix
+from rsicrc.pipeline.layer.gpkg import read_columns, read_metadata
+from rsicrc.pipeline.layer.schema import GEOMETRY_COLUMN, partial_path
 from rsicrc.pipeline.layer.shards import parts_dir
+from rsicrc.pipeline.progress import Reporter
 
 ray = pytest.importorskip("ray")
 
@@ -56,7 +58,7 @@ def local_layer(pair, captioner, tmp_path_factory):
 def table(path):
     columns = ["tile_id", "row", "col", "caption", "changed", "change_score", "nodata_fraction", "embedding",
                "q_many_buildings_have_been_built", "q_a_road"]
-    return gl.read_columns(path, columns, geometry=True)
+    return read_columns(path, columns, geometry=True)
 
 
 def assert_same_layer(got, want):
@@ -67,12 +69,12 @@ def assert_same_layer(got, want):
         assert a[name][order_a].tolist() == b[name][order_b].tolist(), name
     for name in ("change_score", "nodata_fraction", "q_many_buildings_have_been_built", "q_a_road"):
         np.testing.assert_allclose(a[name][order_a], b[name][order_b], atol=1e-5, err_msg=name)
-    meta_a, meta_b = gl.read_metadata(got), gl.read_metadata(want)
+    meta_a, meta_b = read_metadata(got), read_metadata(want)
     dim = meta_b["embedding_dim"]
-    emb_a = gl.blobs_to_matrix(a["embedding"][order_a], dim)
-    emb_b = gl.blobs_to_matrix(b["embedding"][order_b], dim)
+    emb_a = blobs_to_matrix(a["embedding"][order_a], dim)
+    emb_b = blobs_to_matrix(b["embedding"][order_b], dim)
     np.testing.assert_allclose(emb_a, emb_b, atol=1e-5)
-    assert list(a[gl.GEOMETRY_COLUMN][order_a]) == list(b[gl.GEOMETRY_COLUMN][order_b])
+    assert list(a[GEOMETRY_COLUMN][order_a]) == list(b[GEOMETRY_COLUMN][order_b])
     for key in ("complete", "features", "skipped_count", "skipped_tiles", "queries", "model_sha256",
                 "run_fingerprint"):
         if key == "run_fingerprint":
@@ -86,9 +88,9 @@ def test_ray_layer_equals_the_local_layer(pair, captioner, local_layer, tmp_path
     summary = run_caption(params(pair, out, captioner, engine="ray"), Reporter())
     assert summary.total == 40 and summary.skipped == 2 and summary.features == 38
     assert_same_layer(out, local_layer)
-    meta = gl.read_metadata(out)
+    meta = read_metadata(out)
     assert meta["params"]["engine"] == "ray"
-    assert not os.path.exists(parts_dir(out)) and not os.path.exists(gl.partial_path(out))
+    assert not os.path.exists(parts_dir(out)) and not os.path.exists(partial_path(out))
 
 
 def test_resume_after_a_worker_is_killed(pair, captioner, local_layer, tmp_path, monkeypatch):
@@ -116,7 +118,7 @@ def test_resume_after_a_worker_is_killed(pair, captioner, local_layer, tmp_path,
     driver.join(timeout=120)
     assert not driver.is_alive()
     assert "rerun with --resume" in str(failure["error"])
-    assert os.path.exists(gl.partial_path(out)) and not os.path.exists(out)
+    assert os.path.exists(partial_path(out)) and not os.path.exists(out)
     finished = {int(n.split("-")[1]) for n in done_files}
 
     (hook / "release").touch()
@@ -172,23 +174,24 @@ def test_caption_batch_on_ray_equals_the_local_batch(pair, small_checkpoint, tmp
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # stdout: JSON lines only
     assert events[-2]["event"] == "done" and events[-2]["features"] == 76
     assert_same_layer(tmp_path / "ray.gpkg", tmp_path / "local.gpkg")
-    got, want = (gl.read_columns(tmp_path / n, ["pair"])["pair"].tolist() for n in ("ray.gpkg", "local.gpkg"))
+    got, want = (read_columns(tmp_path / n, ["pair"])["pair"].tolist() for n in ("ray.gpkg", "local.gpkg"))
     assert got == want and sorted(set(got)) == ["one", "three"]
-    assert [b["pair"] for b in gl.read_metadata(tmp_path / "ray.gpkg")["bad_pairs"]] == ["two"]
+    assert [b["pair"] for b in read_metadata(tmp_path / "ray.gpkg")["bad_pairs"]] == ["two"]
 
 
 def test_shards_cover_what_is_not_done_and_a_left_part_adds_no_tile_twice(tmp_path):
     import pyarrow as pa
 
     from rsicrc.pipeline.layer import shards as sh
+    from rsicrc.pipeline.layer.tile_rows import TileRows
 
     plan = sh.plan_shards(10, np.array([0, 1, 2, 3, 5]), 4)
     assert [(s.first, s.stop, s.skip, s.size) for s in plan] == [(4, 8, [5], 3), (8, 10, [], 2)]
     schema = sh.part_schema(pa.schema([("tile_id", pa.int64()), ("caption", pa.string()), ("geom", pa.binary())]),
                             "geom")
     builder = sh.PartBuilder(schema, plan[0])
-    builder.add({"tile_id": [4, 6], "caption": ["a", "b"]}, [[0, 0, 1, 1], [1, 0, 2, 1]],
-                [{"tile_id": 7, "row": 0, "col": 0, "nodata_fraction": 1.0}], 3)
+    builder.add(TileRows({"tile_id": [4, 6], "caption": ["a", "b"]}, np.array([[0, 0, 1, 1], [1, 0, 2, 1]]),
+                         [{"tile_id": 7, "row": 0, "col": 0, "nodata_fraction": 1.0}], 3))
     path = builder.write(str(tmp_path))
     assert os.listdir(tmp_path) == ["shard-000000000004.parquet"]  # no temporary file left
     part = sh.read_part(path)
@@ -227,7 +230,7 @@ def test_a_driver_killed_mid_run_joining_a_cluster_is_resumed(pair, small_checkp
     finally:
         driver.kill()
         driver.wait()
-    assert os.path.exists(gl.partial_path(out)) and os.listdir(parts_dir(out))
+    assert os.path.exists(partial_path(out)) and os.listdir(parts_dir(out))
     (hook / "release").touch()
     (hook / "started").unlink()
     resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=600)

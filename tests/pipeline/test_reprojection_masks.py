@@ -22,8 +22,9 @@ from rasterio.enums import ColorInterp
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from rsicrc.pipeline.raster import pair_plan as raster_pair
-from rsicrc.pipeline.raster.pair_plan import open_on_grid, plan_pair
+from rsicrc.pipeline.raster import grid_reader
+from rsicrc.pipeline.raster.grid_reader import open_on_grid
+from rsicrc.pipeline.raster.pair_plan import plan_pair
 from rsicrc.pipeline.raster.tile_reader import TileReader
 from rsicrc.pipeline.raster.tiling import tile_grid
 
@@ -210,9 +211,9 @@ def test_warped_vrt_that_fails_to_open_closes_the_file(folder, monkeypatch):
     def failing_vrt(*args, **kwargs):
         raise rasterio.errors.WarpOptionsError("cannot warp")
 
-    real_open = raster_pair._open
-    monkeypatch.setattr(raster_pair, "_open", recording_open)
-    monkeypatch.setattr(raster_pair, "WarpedVRT", failing_vrt)
+    real_open = grid_reader.open_raster
+    monkeypatch.setattr(grid_reader, "open_raster", recording_open)
+    monkeypatch.setattr(grid_reader, "WarpedVRT", failing_vrt)
     with pytest.raises(rasterio.errors.WarpOptionsError):
         open_on_grid(plan.after, plan.grid)
     assert len(opened) == 1 and opened[0].closed

@@ -10,8 +10,8 @@ import pyogrio.raw
 import pytest
 from pipeline_test_rasters import uint8_scene, write_raster
 
-from rsicrc.pipeline.caption_params import CaptionParams
 from rsicrc.pipeline.caption.run import run_caption
+from rsicrc.pipeline.caption_params import CaptionParams
 from rsicrc.pipeline.cli import main
 from rsicrc.pipeline.progress import Reporter
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
-from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.caption.clip_annotator import ClipTileAnnotator, parse_classes
 from rsicrc.pipeline.caption.point import ATTENTION_MISSING, supports_attention
+from rsicrc.pipeline.caption.run import CaptionParams, run_caption
+from rsicrc.pipeline.layer.gpkg import read_columns, read_metadata
 from rsicrc.pipeline.progress import Reporter
 from rsicrc.pipeline.raster.pair_plan import plan_pair
 from rsicrc.pipeline.serve import SearchWorker, serve
@@ -47,9 +47,9 @@ def layer(pair, captioner, tiny_clip, tmp_path_factory):
                 clip_annotator=ClipTileAnnotator(tiny_clip, parse_classes(CLASSES)))
     names = ["tile_id", "row", "col", "caption", "changed", "change_score", "nodata_fraction", "before_class",
              "after_class", "class_changed", "before_class_prob", "after_class_prob"]
-    columns = gl.read_columns(out, names)
+    columns = read_columns(out, names)
     rows = {int(t): {n: columns[n][i] for n in names} for i, t in enumerate(columns["tile_id"])}
-    return rows, gl.read_metadata(out)
+    return rows, read_metadata(out)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,13 @@ import rasterio
 import shapely
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 
-from rsicrc.pipeline.layer import gpkg as gl
-from rsicrc.pipeline.raster import pair_plan as raster_pair
-from rsicrc.pipeline.caption_params import MAX_DATES, CaptionParams, ParamError
 from rsicrc.pipeline.caption.run import run_caption
+from rsicrc.pipeline.caption_params import MAX_DATES, CaptionParams, ParamError
 from rsicrc.pipeline.cli import main
+from rsicrc.pipeline.layer.gpkg import read_info, read_metadata, write_metadata
+from rsicrc.pipeline.layer.schema import partial_path, written_by_caption
 from rsicrc.pipeline.progress import Reporter
+from rsicrc.pipeline.raster import grid_reader
 
 TILE = 64
 SHAPE = (128, 192)  # 2 x 3 tiles of 64 px
@@ -75,7 +76,7 @@ def test_one_feature_per_tile_and_interval_in_order(runs, dates):
     assert table["after_name"].tolist() == ["2020.tif", "2021.tif"] * 6
     polys = shapely.from_wkb(geoms)
     assert all(polys[2 * t].equals(polys[2 * t + 1]) for t in range(6))  # one tile, one footprint
-    meta = gl.read_metadata(runs["series"][0])
+    meta = read_metadata(runs["series"][0])
     assert meta["dates"] == [os.path.abspath(d) for d in dates]
     assert meta["intervals"] == [{"interval": 0, "before": "2019.tif", "after": "2020.tif"},
                                  {"interval": 1, "before": "2020.tif", "after": "2021.tif"}]
@@ -111,7 +112,7 @@ def test_a_pair_is_interval_zero_with_the_captioners_values(runs, dates, caption
     table, _ = layer(runs["first"][0])
     assert table["interval"].tolist() == [0] * 6 and table["most_changed_interval"].tolist() == [0] * 6
     assert set(table["before_name"]) == {"2019.tif"} and set(table["after_name"]) == {"2020.tif"}
-    assert gl.read_metadata(runs["first"][0])["intervals"] == [{"interval": 0, "before": "2019.tif",
+    assert read_metadata(runs["first"][0])["intervals"] == [{"interval": 0, "before": "2019.tif",
                                                                 "after": "2020.tif"}]
     with rasterio.open(dates[0]) as b, rasterio.open(dates[1]) as a:
         before, after = b.read(), a.read()
@@ -126,14 +127,14 @@ def test_a_pair_is_interval_zero_with_the_captioners_values(runs, dates, caption
 
 def test_each_date_is_read_once_a_tile(dates, small_checkpoint, tmp_path, monkeypatch):
     reads = {}
-    real = raster_pair.GridReader.read
+    real = grid_reader.GridReader.read
 
     def counting(self, window):
         key = (self.plan.path, tuple(window))
         reads[key] = reads.get(key, 0) + 1
         return real(self, window)
 
-    monkeypatch.setattr(raster_pair.GridReader, "read", counting)
+    monkeypatch.setattr(grid_reader.GridReader, "read", counting)
     out = tmp_path / "read.gpkg"
     rc = main(["caption", *dates, "-o", str(out), "--model", str(small_checkpoint), "--tile-size", str(TILE),
                "--batch-size", "4", "--device", "cpu", "--progress", "json"])
@@ -168,7 +169,7 @@ def test_info_prints_the_dates_and_intervals(runs, dates, capsys):
 
 def test_series_fields_are_never_search_score_fields():
     for name in SERIES:
-        assert gl.written_by_caption(name)
+        assert written_by_caption(name)
 
 
 # --- nodata, interruption and resume ----------------------------------------------------------
@@ -195,7 +196,7 @@ def test_skips_are_per_interval(masked_run, masked_dates, captioner, tmp_path):
     out, summary = masked_run
     table, _ = layer(out)
     assert (summary.features, summary.skipped) == (11, 1)
-    assert gl.read_metadata(out)["skipped_tiles"] == [
+    assert read_metadata(out)["skipped_tiles"] == [
         {"tile_id": 0, "row": 0, "col": 0, "nodata_fraction": 1.0, "interval": 1}]
     assert table["tile_id"][:2].tolist() == [0, 1] and table["interval"][:2].tolist() == [0, 0]
     assert table["most_changed_interval"][0] == 0  # its only captioned interval
@@ -230,7 +231,7 @@ class StopAfter:
 def _interrupted(dates, out, captioner, calls=2):
     with pytest.raises(KeyboardInterrupt):
         run(dates, out, StopAfter(captioner, calls), batch_size=2)
-    part = gl.partial_path(out)
+    part = partial_path(out)
     assert not out.exists() and os.path.exists(part)
     return part
 
@@ -250,7 +251,7 @@ def test_resume_mid_series_finishes_without_duplicates(masked_run, masked_dates,
     assert got["most_changed_interval"].tolist() == want["most_changed_interval"].tolist()
     np.testing.assert_allclose(got["change_score"], want["change_score"], atol=1e-5)
     assert list(got_geoms) == list(want_geoms)
-    meta, whole = gl.read_metadata(out), gl.read_metadata(masked_run[0])
+    meta, whole = read_metadata(out), read_metadata(masked_run[0])
     assert (meta["skipped_count"], meta["skipped_tiles"]) == (whole["skipped_count"], whole["skipped_tiles"])
     assert summary.skipped == 1
 
@@ -291,10 +292,10 @@ def test_a_pairs_partial_file_from_before_time_series_resumes(dates, captioner, 
             con.execute('CREATE UNIQUE INDEX "idx_changes_tile_id" ON changes(tile_id)')
     finally:
         con.close()
-    meta = gl.read_metadata(part)
+    meta = read_metadata(part)
     fingerprint = {k: v for k, v in meta["run_fingerprint"].items() if k != "later"}
-    gl.write_metadata(part, {"run_fingerprint": fingerprint})
-    assert not set(SERIES) & set(gl.layer_info(part)["fields"])
+    write_metadata(part, {"run_fingerprint": fingerprint})
+    assert not set(SERIES) & set(read_info(part)["fields"])
 
     run(dates[:2], out, captioner, batch_size=2, resume=True)
     got, _ = layer(out)

@@ -32,7 +32,7 @@ def clip_gpkg(worker_env, raster_pair, tiny_clip_folder, small_checkpoint, tmp_p
 
 def _stored(gpkg):
     """(tile ids, clip_before matrix, clip_after matrix) straight from the file's BLOBs."""
-    from rsicrc.pipeline.caption.clip_annotator import blobs_to_matrix
+    from rsicrc.pipeline.layer.blobs import blobs_to_matrix
     from rsicrc.pipeline.layer.gpkg import read_metadata
 
     con = sqlite3.connect(gpkg)
@@ -49,7 +49,7 @@ def _stored(gpkg):
 
 def _expected(encoder, gpkg, text, when, appeared):
     """tile_id -> the score `rsicrc search --clip` computes (clip_scores with the text tower)."""
-    from rsicrc.pipeline.caption.clip_annotator import clip_scores
+    from rsicrc.pipeline.clip_scores import clip_scores
 
     tiles, before, after = _stored(gpkg)
     direct = clip_scores(encoder, text, before, after, when=when, change=appeared)

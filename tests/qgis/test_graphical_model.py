@@ -2,18 +2,10 @@
 through processing.run like a model saved from the Model Designer."""
 
 import pytest
-from qgis.core import (
-    QgsProcessingContext,
-    QgsProcessingFeedback,
-    QgsProcessingModelAlgorithm,
-    QgsProcessingModelChildAlgorithm,
-    QgsProcessingModelChildParameterSource,
-    QgsProcessingModelOutput,
-    QgsProcessingModelParameter,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
-    QgsVectorLayer,
-)
+from qgis.core import (QgsProcessingContext, QgsProcessingFeedback, QgsProcessingModelAlgorithm,
+                       QgsProcessingModelChildAlgorithm, QgsProcessingModelChildParameterSource,
+                       QgsProcessingModelOutput, QgsProcessingModelParameter, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString, QgsVectorLayer)
 
 
 def _child(alg_id, child_id, sources):

@@ -4,13 +4,13 @@ pair or without one give a message; the newest click wins; switching the tool of
 import threading
 
 import pytest
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject,
-                       QgsRasterLayer, QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject, QgsRasterLayer,
+                       QgsVectorLayer)
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapToolPan
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 
-from rsicrc.rsicrc_qgis.click import request as click_request, map_tool
 from rsicrc.rsicrc_qgis import settings
+from rsicrc.rsicrc_qgis.click import map_tool, request as click_request
 from rsicrc.rsicrc_qgis.click.panel import ClickPanel
 from rsicrc.rsicrc_qgis.worker.serve_client import WorkerError
 

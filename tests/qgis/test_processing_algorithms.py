@@ -1,12 +1,6 @@
 """Both algorithms end to end through processing.run, with the generated checkpoint."""
 import pytest
-from qgis.core import (
-    QgsProcessingContext,
-    QgsProcessingException,
-    QgsProcessingFeedback,
-    QgsProject,
-    QgsVectorLayer,
-)
+from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsVectorLayer
 
 
 def test_caption_writes_styled_ready_geopackage(captioned, raster_pair):

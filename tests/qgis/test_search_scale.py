@@ -20,13 +20,15 @@ MAX_BLOCKED_S = 0.5
 def big_file(captioned, tmp_path_factory):
     """100,000 tiles with random unit embeddings, carrying the captioned layer's run metadata (so
     the worker embeds the text with the same generated model)."""
-    from rsicrc.pipeline.layer import gpkg as gl
+    from rsicrc.pipeline.layer.blobs import embedding_blob
+    from rsicrc.pipeline.layer.gpkg import LayerWriter, read_info, read_metadata
+    from rsicrc.pipeline.layer.schema import CORE_FIELDS
 
     out, _ = captioned
-    meta = gl.read_metadata(out)
+    meta = read_metadata(out)
     dim = int(meta["embedding_dim"])
     path = tmp_path_factory.mktemp("big") / "big.gpkg"
-    writer = gl.LayerWriter(path, gl.layer_info(out)["crs"], list(gl.CORE_FIELDS) + [("embedding", "blob")])
+    writer = LayerWriter(path, read_info(out)["crs"], list(CORE_FIELDS) + [("embedding", "blob")])
     writer.create(meta)
     rng = np.random.default_rng(3)
     emb = rng.standard_normal((N_TILES, dim)).astype(np.float32)
@@ -38,7 +40,7 @@ def big_file(captioned, tmp_path_factory):
         x, y = 500000.0 + col * 0.5, 5000000.0 - row * 0.5
         writer.append({"tile_id": ids, "row": row, "col": col, "caption": ["some change"] * len(ids),
                        "changed": [True] * len(ids), "change_score": rng.random(len(ids)),
-                       "nodata_fraction": np.zeros(len(ids)), "embedding": [gl.embedding_blob(e) for e in emb[ids]]},
+                       "nodata_fraction": np.zeros(len(ids)), "embedding": [embedding_blob(e) for e in emb[ids]]},
                       np.stack([x, y - 128, x + 128, y], axis=1))
     return path, meta, emb
 

@@ -7,14 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import rasterio
-from qgis.core import (
-    QgsLayerTree,
-    QgsProcessingContext,
-    QgsProcessingFeedback,
-    QgsProject,
-    QgsRasterLayer,
-    QgsVectorLayer,
-)
+from qgis.core import (QgsLayerTree, QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsRasterLayer,
+                       QgsVectorLayer)
 from rasterio.transform import from_origin
 
 from rsicrc.rsicrc_qgis.layers.heatmap_layer import BAND_PROPERTY, RESULT_PROPERTY, place_heatmaps

@@ -13,7 +13,7 @@ import traceback
 import numpy as np
 from osgeo import gdal
 from qgis.core import QgsApplication, QgsPointXY, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QPoint, Qt, QTimer
+from qgis.PyQt.QtCore import QPoint, QTimer, Qt
 from qgis.PyQt.QtTest import QTest
 from qgis.utils import iface, plugins
 
