@@ -2,7 +2,7 @@
 
 Every run option is a field here whose metadata (`Option`) holds its command-line flag, its label
 and help for forms, its bounds and whether forms show it under "Advanced". The CLI's argparse
-(`add_arguments`), the QGIS Processing algorithm's parameters and the dialog's widgets are built
+(`add_caption_arguments`), the QGIS Processing algorithm's parameters and the dialog's widgets are built
 from these fields, the plugin turns the values back into a command line with `to_argv`, and
 `check` enforces the bounds for every caller; tests hold each face to this module.
 
@@ -317,7 +317,7 @@ def band_list(bands):
 
 # --- the command line -------------------------------------------------------------------------------
 
-def add_arguments(parser, type_error, pair=True, leave_out=()):
+def add_caption_arguments(parser, type_error, pair=True, leave_out=()):
     """Add BEFORE AFTER -o and every run option to an argparse parser.
 
     type_error: the exception argparse expects from a type function (argparse.ArgumentTypeError).
@@ -362,7 +362,7 @@ def argparse_type(opt, type_error):
 
 
 def from_args(args):
-    """CaptionParams from an argparse namespace made by a parser with add_arguments (options it
+    """CaptionParams from an argparse namespace made by a parser with add_caption_arguments (options it
     left out keep their defaults)."""
     names = [f.name for f in fields(CaptionParams)]
     return CaptionParams(**{n: getattr(args, n) for n in names if hasattr(args, n)})

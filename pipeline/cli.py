@@ -10,11 +10,11 @@ import signal
 import sys
 import traceback
 
-from .caption_params import BATCH_LEFT_OUT, add_arguments, default_clip_model, default_model, from_args
+from .caption_params import BATCH_LEFT_OUT, add_caption_arguments, default_clip_model, default_model, from_args
 from .errors import BadInput, PipelineFailure
-from .evaluate.params import add_arguments as add_evaluate_arguments
+from .evaluate.params import add_evaluate_arguments
 from .progress import JsonReporter, Reporter, make_reporter
-from .raster.tile_reader import GDAL_CACHE_MB
+from .raster.sources import GDAL_CACHE_MB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,13 +30,13 @@ def build_parser():
 
     c = sub.add_parser("caption", help="caption every tile of a BEFORE/AFTER pair (or of each interval of "
                                        "BEFORE AFTER LATER...) into a GeoPackage")
-    add_arguments(c, argparse.ArgumentTypeError)
+    add_caption_arguments(c, argparse.ArgumentTypeError)
     c.add_argument("--progress", choices=["bar", "json"], default="bar")
     c.set_defaults(func=_caption)
 
     b = sub.add_parser("caption-batch", help="caption the BEFORE/AFTER pairs of a CSV into one GeoPackage")
     b.add_argument("pairs_csv", metavar="PAIRS.csv", help="columns before,after[,name]: paths or URLs GDAL reads")
-    add_arguments(b, argparse.ArgumentTypeError, pair=False, leave_out=BATCH_LEFT_OUT)
+    add_caption_arguments(b, argparse.ArgumentTypeError, pair=False, leave_out=BATCH_LEFT_OUT)
     b.add_argument("--progress", choices=["bar", "json"], default="bar")
     b.set_defaults(func=_caption_batch)
 
@@ -133,16 +133,16 @@ def _evaluate(args, reporter):
 
 
 def _serve(args, reporter):
-    from .serve import SearchWorker, serve
+    from .serve import ServeHandler, serve
 
-    return serve(SearchWorker(args.model, args.clip_model, args.device))
+    return serve(ServeHandler(args.model, args.clip_model, args.device))
 
 
 def _device(args, reporter):
-    from .device_report import build_report, format_report, gather_facts
+    from .device_report import build_report, format_device_report, gather_facts
 
     report = build_report(gather_facts(args.device))
-    print(json.dumps(report) if args.json else format_report(report))
+    print(json.dumps(report) if args.json else format_device_report(report))
     return 0 if report["device"] else 1
 
 
@@ -152,8 +152,7 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    # GDAL's block cache defaults to 5% of RAM and would grow with the rasters; tiles are read
-    # once, row by row, so a small cache loses nothing. Set before GDAL's first read.
+    # Before GDAL's first read (pipeline/raster/sources.py says why).
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     reporter = JsonReporter() if _wants_json(argv) else Reporter()
     try:

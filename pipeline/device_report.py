@@ -197,7 +197,7 @@ def build_report(facts):
     return report
 
 
-def format_report(report):
+def format_device_report(report):
     """The report as a few lines for a terminal (or a label)."""
     if report.get("device") is None:
         lines = [f"error: {report.get('error')}"]

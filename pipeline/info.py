@@ -8,7 +8,7 @@ from .layer.existing_layer import open_layer, read_checked
 from .layer.gpkg import LayerError, iter_column_batches, layer_error_reason, read_info
 from .layer.schema import date_name
 
-MODEL_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_source", "clip_model_sha256")
+MODEL_INFO_KEYS = ("model_source", "model_sha256", "embedding_dim", "clip_model_source", "clip_model_sha256")
 
 
 def layer_info(path):
@@ -65,7 +65,7 @@ def layer_info(path):
         "created": meta.get("created"),
         "software_version": meta.get("software_version"),
         "top_captions": captions.most_common(5),
-        **{k: meta[k] for k in MODEL_KEYS if k in meta},
+        **{k: meta[k] for k in MODEL_INFO_KEYS if k in meta},
     }
 
 

@@ -52,7 +52,7 @@ def _check_texts(texts):
             raise RequestError(f"text {i} has {len(t):,} characters; at most {MAX_TEXT_CHARS:,} a text")
 
 
-class SearchWorker:
+class ServeHandler:
     def __init__(self, model, clip_model, device="auto"):
         self.default_model = model
         self.default_clip = clip_model

@@ -15,7 +15,7 @@ from .processing.provider import RsicrcProvider
 from .search.dock import SearchDock
 from .setup.dialog import SetupDialog
 from .setup.settings_dialog import SettingsDialog
-from .worker import serve_client as search_worker
+from .worker import serve_client
 from .worker.environment import check_environment
 
 ICONS = Path(__file__).resolve().parent.parent / "resources" / "icons"
@@ -93,7 +93,7 @@ class RsicrcPlugin:
             self.dock.shutdown()
         if self.click is not None:
             self.click.shutdown()
-        search_worker.close_all()
+        serve_client.close_all()
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
         if self.toolbar is not None:
@@ -195,5 +195,5 @@ class RsicrcPlugin:
     def open_settings(self):
         dialog = SettingsDialog(self.iface.mainWindow(), on_setup=self.open_setup)
         if dialog.exec_():
-            search_worker.close_all()  # a new interpreter/model/device takes effect next search
+            serve_client.close_all()  # a new interpreter/model/device takes effect next search
             self._env_checked = False

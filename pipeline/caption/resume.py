@@ -18,7 +18,7 @@ from ..raster.sources import file_stamp
 
 # Fingerprint keys newer than some partial files: what their absence stands for.
 ABSENT_FINGERPRINT = {"attention": False, "later": [], "precision": "fp32"}
-MODEL_KEYS = ("model_sha256", "clip_model_sha256")
+MODEL_SHA_KEYS = ("model_sha256", "clip_model_sha256")
 
 
 def run_fingerprint(p, plan, model_sha=None, clip_sha=None):
@@ -110,7 +110,7 @@ def same_models(state, fingerprint, p, part, reporter):
     if state is None:
         return None
     stored = state.meta["run_fingerprint"]
-    changed = [key for key in MODEL_KEYS if stored.get(key) != fingerprint[key]]
+    changed = [key for key in MODEL_SHA_KEYS if stored.get(key) != fingerprint[key]]
     if not changed:
         return state
     if p.resume != "auto":

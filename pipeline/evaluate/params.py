@@ -8,7 +8,7 @@ from ..caption_params import argparse_type, options
 SHARED = ("model", "device", "batch_size", "precision")
 
 
-def add_arguments(parser, type_error):
+def add_evaluate_arguments(parser, type_error):
     """Add the evaluate options to an argparse parser (type_error: argparse.ArgumentTypeError)."""
     parser.add_argument("--annotations", required=True, metavar="LevirCCcaptions.json",
                         help="the LEVIR-CC annotation file ({\"images\": [records]})")

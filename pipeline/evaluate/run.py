@@ -103,7 +103,7 @@ def _evaluate(pairs, split, annotations, images, out, reporter, model, device, b
     metrics["settings"] = _settings(cap, pairs, split, annotations, images, changed, query_rows, sub_queries,
                                     skipped, rule, why_not)
     by_name = {p.filename: c for p, c in zip(pairs, captions)}
-    report = format_report(metrics)
+    report = format_evaluation_report(metrics)
     _write_outputs(out, {
         "metrics.json": json.dumps(metrics, indent=1, allow_nan=False) + "\n",
         "captions.json": json.dumps(by_name, indent=1, ensure_ascii=False) + "\n",
@@ -222,7 +222,7 @@ def _settings(cap, pairs, split, annotations, images, changed, query_rows, sub_q
     }
 
 
-def format_report(metrics):
+def format_evaluation_report(metrics):
     """report.md: the captioning and retrieval tables, all pairs and without the no-change pairs."""
     s = metrics["settings"]
     lines = [f"# RSICRC on LEVIR-CC, split {s['split']}", "",

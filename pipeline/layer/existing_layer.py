@@ -65,7 +65,7 @@ METADATA_CHECKS = {
     "clip_model_sha256": (_optional(lambda v: isinstance(v, str)), "a sha256 text"),
     "clip_embedding_dim": (_optional(_is_dim), f"a whole number from 1 to {MAX_EMBEDDING_DIM}"),
 }
-REQUIRED_KEYS = ("model_sha256", "embedding_dim")
+REQUIRED_METADATA = ("model_sha256", "embedding_dim")
 
 
 def _raise_constant(name):
@@ -110,10 +110,10 @@ def open_layer(path):
     except LayerError as exc:
         raise BadInput(f"its run metadata cannot be read ({exc})", path) from None
     items = info.get("layer_metadata") or {}
-    if not any(k in items for k in (*REQUIRED_KEYS, "run_fingerprint")):
+    if not any(k in items for k in (*REQUIRED_METADATA, "run_fingerprint")):
         raise BadInput(f"is not an rsicrc layer (the '{LAYER}' layer has no rsicrc run metadata)", path)
     meta = _decode(items, path)
-    for key in REQUIRED_KEYS:
+    for key in REQUIRED_METADATA:
         if key not in meta:
             raise BadInput(f"its run metadata has no {key}, so its embeddings cannot be used; caption the "
                            f"rasters again", path)

@@ -8,6 +8,10 @@ import warnings
 
 from ..errors import BadInput
 
+# GDAL's block cache defaults to 5% of RAM and would grow with the rasters; tiles are read once,
+# row by row, so a small cache loses nothing. The CLI sets it before GDAL's first read.
+GDAL_CACHE_MB = 32
+
 
 def is_gdal_path(path):
     """Whether `path` is for GDAL to resolve (/vsicurl/..., s3://...) rather than a local file."""

@@ -19,8 +19,8 @@ import numpy as np
 import rasterio
 
 from .grid_reader import open_on_grid
+from .sources import GDAL_CACHE_MB
 
-GDAL_CACHE_MB = 32
 _END = object()
 
 

@@ -100,6 +100,6 @@ def caption_args(values):
     return to_argv(run_values(values)) + ["--progress", "json"]
 
 
-def run_caption(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):
+def run_caption_job(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):
     return run_cli(args, on_event=on_event, is_canceled=is_canceled, on_log=on_log, python=python,
                    on_started=on_started)

@@ -4,7 +4,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from . import job as caption_job
 from ..layers.heatmap_layer import add_with_result, heatmap_layer
-from ..layers.result_layer import NotAResultLayer, read_metadata
+from ..layers.result_layer import NotAResultLayer, read_result_metadata
 from ..layers.styling import add_when_changed_view, style_result_layer
 from ..worker import protocol
 from ..worker.environment import EnvironmentProblem
@@ -44,7 +44,7 @@ class CaptionTask(QgsTask):
 
     def run(self):
         try:
-            self.result = caption_job.run_caption(
+            self.result = caption_job.run_caption_job(
                 self.args, on_event=self._on_event, is_canceled=self.isCanceled,
                 on_log=lambda text: QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Info),
                 python=self.python, on_started=self._on_started)
@@ -60,7 +60,7 @@ class CaptionTask(QgsTask):
     def _heatmap(self):
         """The run's heat map layer (its path is in the result's metadata), None without one."""
         try:
-            path = read_metadata(self.output).get("heatmap")
+            path = read_result_metadata(self.output).get("heatmap")
         except NotAResultLayer:
             return None
         layer = heatmap_layer(path, self.output) if path else None

@@ -38,7 +38,7 @@ class ClickRequester(QObject):
         return self._task is not None
 
     def submit(self, request):
-        """Send `request` (SearchWorker.caption_at's keywords) now, or as soon as the worker is free."""
+        """Send `request` (ServeClient.caption_at's keywords) now, or as soon as the worker is free."""
         if self._closing:
             return
         if self._task is not None:

@@ -16,7 +16,6 @@ from qgis.core import QgsProviderRegistry
 from ...pipeline.layer.metadata import decode_metadata
 from ...pipeline.layer.schema import LAYER
 
-EMBEDDING_FIELD = "embedding"
 # A time series (`caption D1 D2 D3 ...`): every feature is one (tile, interval); the fields and
 # the `intervals` metadata key are those of docs/interfaces.md.
 INTERVAL_FIELD, MOST_CHANGED_FIELD = "interval", "most_changed_interval"
@@ -84,7 +83,7 @@ def gpkg_path(layer):
     return found[0] if found else None
 
 
-def read_metadata(path, layer_name=LAYER):
+def read_result_metadata(path, layer_name=LAYER):
     """Key -> decoded value of the layer's run metadata; NotAResultLayer when it has none."""
     from osgeo import gdal
 
@@ -112,7 +111,7 @@ def layer_metadata(layer):
     if found is None:
         raise NotAResultLayer(f"Layer \"{layer.name() if layer else '?'}\" is not a GeoPackage "
                               "written by rsicrc caption.")
-    return read_metadata(*found)
+    return read_result_metadata(*found)
 
 
 def has_clip(meta):

@@ -1,19 +1,8 @@
-from qgis.core import (
-    QgsProcessing,
-    QgsProcessingAlgorithm,
-    QgsProcessingContext,
-    QgsProcessingException,
-    QgsProcessingOutputNumber,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
-    QgsProcessingParameterVectorDestination,
-)
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterEnum, QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString, QgsProcessingParameterVectorDestination)
 
 from ...pipeline.caption_params import DEVICES, form_options
 from ..caption import job as caption_job, pair_checks
@@ -22,7 +11,7 @@ from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled, CliFailure
 from .layer_post_processor import StyleHeatmapLayer, StyleResultLayer
 
-HELP = """Captions what changed between two aligned rasters of the same place, tile by tile, with
+CAPTION_HELP = """Captions what changed between two aligned rasters of the same place, tile by tile, with
 the RSICRC change-captioning model. The output GeoPackage has one polygon per tile with its
 caption, a change score (near 0: nothing changed), a score per query and the pair embedding
 that the "Search changes by text" algorithm and the search dock use.
@@ -126,7 +115,7 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
         return "Caption changes between two rasters"
 
     def shortHelpString(self):
-        return HELP
+        return CAPTION_HELP
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "BEFORE raster"))
@@ -182,7 +171,7 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushWarning(event.get("message", ""))
 
         try:
-            result = caption_job.run_caption(args, on_event=on_event,
+            result = caption_job.run_caption_job(args, on_event=on_event,
                                              is_canceled=feedback.isCanceled,
                                              on_log=feedback.pushDebugInfo)
         except Canceled:

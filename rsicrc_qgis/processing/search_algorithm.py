@@ -1,32 +1,19 @@
-from qgis.core import (
-    QgsFeature,
-    QgsFeatureSink,
-    QgsField,
-    QgsFields,
-    QgsProcessing,
-    QgsProcessingException,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
-    QgsProcessingParameterVectorLayer,
-    QgsProcessingAlgorithm,
-    QgsProject,
-    QgsVectorLayerFeatureSource,
-)
+from qgis.core import (QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsProcessing, QgsProcessingAlgorithm,
+                       QgsProcessingException, QgsProcessingParameterBoolean, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFeatureSink, QgsProcessingParameterNumber, QgsProcessingParameterString,
+                       QgsProcessingParameterVectorLayer, QgsProject, QgsVectorLayerFeatureSource)
 from qgis.PyQt.QtCore import QVariant
 
 from .. import settings
 from ..layers import result_layer
-from ..search import scoring, core as search_core
+from ..search import core as search_core, scoring
 from ..search.layer_search import SearchProblem, check_score_field
 from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled
 from ..worker.serve_client import WorkerError, shared_worker
 from .layer_post_processor import StyleResultLayer
 
-HELP = """Scores every tile of a layer made by "Caption changes between two rasters" (or by
+SEARCH_HELP = """Scores every tile of a layer made by "Caption changes between two rasters" (or by
 `rsicrc caption`) against a text, from the embeddings stored in the layer: no image is read
 again. The output is a copy of the layer with the score field; the TOP best tiles are
 selected in the input layer and in the output.
@@ -65,7 +52,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
         return "Search changes by text"
 
     def shortHelpString(self):
-        return HELP
+        return SEARCH_HELP
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer(

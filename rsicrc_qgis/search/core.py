@@ -15,7 +15,7 @@ import numpy as np
 from qgis.core import QgsFields, QgsVectorLayerFeatureSource
 
 from . import clip_scoring
-from ...pipeline.layer.schema import CLIP_BLOB_FIELDS
+from ...pipeline.layer.schema import CLIP_BLOB_FIELDS, EMBEDDING_FIELD
 from ..layers import result_layer
 from .layer_search import SearchProblem, read_embeddings, require_field
 
@@ -75,7 +75,7 @@ def prepare(layer, meta=None, mode=MODE_CAPTION):
     if not source:
         raise SearchProblem(f"Layer \"{layer.name()}\" does not say which model made it "
                             "(its run metadata has no model_source).")
-    require_field(fields, result_layer.EMBEDDING_FIELD, layer.name())
+    require_field(fields, EMBEDDING_FIELD, layer.name())
     prepared = PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", features, fields,
                               meta.get("embedding_dim"), layer.featureCount())
     return read_layer(prepared) if editing else prepared
@@ -98,7 +98,7 @@ def read_layer(prepared):
         p.fids, p.matrix, p.after = common, before.matrix, after.matrix
         p.skipped = sorted(set(before.skipped) | set(after.skipped))
     else:
-        emb = read_embeddings(p.features, p.fields, result_layer.EMBEDDING_FIELD, p.dim, p.layer_name)
+        emb = read_embeddings(p.features, p.fields, EMBEDDING_FIELD, p.dim, p.layer_name)
         p.fids, p.matrix, p.skipped = emb.fids, emb.matrix, emb.skipped
     check_all_read(p.layer_name, len(p.fids) + len(p.skipped), p.expected)
     return p

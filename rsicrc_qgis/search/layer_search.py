@@ -11,8 +11,7 @@ from qgis.PyQt.QtCore import QByteArray, QVariant, Qt
 
 from . import scoring
 from ...pipeline.layer.blobs import BlobLengthError, blobs_to_matrix
-from ...pipeline.layer.schema import written_by_caption
-from ..layers.result_layer import EMBEDDING_FIELD
+from ...pipeline.layer.schema import EMBEDDING_FIELD, written_by_caption
 
 
 class SearchProblem(Exception):

@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .. import settings
 from ..worker.base_python import NoBasePython, check_given, find_base_python
-from ..worker.environment import child_env
+from ..worker.child_json import child_env
 from ..worker.process import stop_process
 
 PYPROJECT = settings.PLUGIN_DIR / "pyproject.toml"

@@ -13,12 +13,12 @@ run once with a tiny probe and must answer as a Python of a supported version.
 Everything the search depends on (platform, sys.executable, sys.prefix, environment, PATH) is a
 field of `Host`, so the resolution order can be tested for each layout on any machine.
 """
-import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .child_json import ask_child
 
 # The Python versions the pinned wheels (pyproject.toml) exist for, both ends inclusive.
 # Source: PyPI's files for the pins, resolved with `pip install --dry-run --only-binary=:all:
@@ -204,36 +204,16 @@ def _version_key(name):
     return (len(digits), digits)
 
 
-def _probe_env():
-    env = dict(os.environ)
-    # QGIS sets these for its embedded Python; another interpreter started with them fails.
-    env.pop("PYTHONHOME", None)
-    env.pop("PYTHONPATH", None)
-    return env
-
-
 def probe(path, platform=sys.platform, timeout=PROBE_TIMEOUT_S):
     """Run `path` with PROBE and judge the answer for `platform`."""
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window flashing on Windows
-    try:
-        proc = subprocess.run([path, "-I", "-c", PROBE], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, env=_probe_env(), creationflags=flags)
-    except subprocess.TimeoutExpired:
-        return Probe(path, problem=f"did not answer within {timeout} s")
-    except OSError as exc:
-        return Probe(path, problem=f"cannot be started ({exc.strerror or exc})")
-    answer = None
-    for line in reversed(proc.stdout.splitlines()):
-        try:
-            answer = json.loads(line)
-            break
-        except ValueError:
-            continue
-    if proc.returncode != 0 or not isinstance(answer, dict) or "version" not in answer:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-1:])[:200]
+    child = ask_child([path, "-I", "-c", PROBE], timeout, accept=lambda v: isinstance(v, dict) and "version" in v)
+    if child.problem:
+        return Probe(path, problem=child.problem)
+    if child.returncode != 0 or child.answer is None:
+        tail = child.tail()[:200]
         return Probe(path, problem="is not a working Python" + (f" ({tail})" if tail else ""))
-    version = tuple(answer["version"])
-    return Probe(path, version, judge(version, platform, answer))
+    version = tuple(child.answer["version"])
+    return Probe(path, version, judge(version, platform, child.answer))
 
 
 def judge(version, platform, answer):

@@ -1,11 +1,10 @@
 """Which device the worker will use, asked of the worker itself: `python -m rsicrc device --json`
 in the configured environment (QGIS never imports torch). Blocking: run it from a QgsTask."""
-import json
-import subprocess
 from dataclasses import dataclass, field
 
 from .. import settings
-from .environment import EnvironmentProblem, child_command, child_env, resolve_python
+from .child_json import ask_child
+from .environment import EnvironmentProblem, child_command, resolve_python
 
 DEVICE_TIMEOUT_S = 120
 
@@ -43,17 +42,6 @@ def describe(report):
     return DeviceStatus(True, text, report.get("warning"), report.get("fix"), report)
 
 
-def _last_json(stdout):
-    for line in reversed(stdout.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "device" in value:
-            return value
-    return None
-
-
 def check_device(python=None, device=None, timeout=DEVICE_TIMEOUT_S):
     """Run the worker's device report for `device` (default: the setting) and describe it."""
     try:
@@ -61,16 +49,11 @@ def check_device(python=None, device=None, timeout=DEVICE_TIMEOUT_S):
     except EnvironmentProblem as exc:
         return DeviceStatus(False, f"Not checked: {exc}")
     args = ["device", "--json", "--device", device or settings.device()]
-    try:
-        proc = subprocess.run(child_command(python, args), capture_output=True, text=True, encoding="utf-8",
-                              errors="replace", env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return DeviceStatus(False, f"Not checked: {python} did not answer within {timeout} s.")
-    except OSError as exc:
-        return DeviceStatus(False, f"Not checked: {python} cannot be started: {exc}")
-    report = _last_json(proc.stdout)
-    if report is None:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+    child = ask_child(child_command(python, args), timeout, accept=lambda v: isinstance(v, dict) and "device" in v)
+    if child.problem:
+        return DeviceStatus(False, f"Not checked: {python} {child.problem}.")
+    if child.answer is None:
+        tail = child.tail(2)
         return DeviceStatus(False, f"Not checked: the worker in {python} gave no device report"
                             + (f" ({tail})" if tail else ""))
-    return describe(report)
+    return describe(child.answer)

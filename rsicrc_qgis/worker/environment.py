@@ -6,13 +6,12 @@ always matches the plugin, and neither the plugins folder (where another plugin'
 shadow a dependency) nor the working directory is put on the child's sys.path. The environment
 only has to provide the dependencies (torch, rasterio, ...).
 """
-import json
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import settings
+from .child_json import ask_child
 
 CHECK_TIMEOUT_S = 180
 CHECK_MODULES = ("numpy", "torch", "torchvision", "open_clip", "rasterio", "pyogrio", "shapely")
@@ -68,20 +67,6 @@ def child_command(python, args=(), script=_RUN_CLI):
     return [python, "-c", _BOOTSTRAP + script, str(settings.PLUGIN_DIR), *[str(a) for a in args]]
 
 
-def child_env(extra=None):
-    """Environment for the child: the QGIS process's, minus what would hijack another Python."""
-    env = dict(os.environ)
-    # QGIS (notably on Windows and macOS) points PYTHONHOME/PYTHONPATH at its bundled Python;
-    # a venv interpreter started with those fails before running a single line.
-    env.pop("PYTHONHOME", None)
-    env.pop("PYTHONPATH", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    if extra:
-        env.update(extra)
-    return env
-
-
 def resolve_python(python=None):
     """The interpreter to use, or EnvironmentProblem saying why there is none."""
     choice = settings.Choice(python, "given") if python else settings.python_choice()
@@ -106,23 +91,12 @@ def check_environment(python=None, timeout=CHECK_TIMEOUT_S):
         python = resolve_python(python)
     except EnvironmentProblem as exc:
         return EnvStatus(False, python or "", str(exc))
-    try:
-        proc = subprocess.run(child_command(python, script=_CHECK_SCRIPT), capture_output=True, text=True,
-                              env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return EnvStatus(False, python, f"{python} did not answer within {timeout} s.")
-    except OSError as exc:
-        return EnvStatus(False, python, f"{python} cannot be started: {exc}")
-    report = None
-    for line in reversed(proc.stdout.splitlines()):
-        try:
-            report = json.loads(line)
-            break
-        except ValueError:
-            continue
-    if proc.returncode != 0 or not isinstance(report, dict):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return EnvStatus(False, python, f"{python} is not a working Python: " + " ".join(tail))
+    child = ask_child(child_command(python, script=_CHECK_SCRIPT), timeout)
+    if child.problem:
+        return EnvStatus(False, python, f"{python} {child.problem}.")
+    report = child.answer
+    if child.returncode != 0 or report is None:
+        return EnvStatus(False, python, f"{python} is not a working Python: " + child.tail(3))
     if report["missing"]:
         names = ", ".join(sorted(report["missing"]))
         first = next(iter(report["missing"].values()))

@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass, field
 
 from . import protocol
-from .environment import EnvironmentProblem, child_command, child_env, explain_failure, resolve_python
+from .child_json import child_env
+from .environment import EnvironmentProblem, child_command, explain_failure, resolve_python
 
 POLL_S = 0.1
 TERMINATE_GRACE_S = 10

@@ -11,18 +11,18 @@ import queue
 import subprocess
 import threading
 
-from .environment import EnvironmentProblem, child_command, child_env, explain_failure, resolve_python
-from .process import Canceled, stop_process
+from .child_json import child_env
+from .environment import EnvironmentProblem, child_command, explain_failure, resolve_python
+from .process import POLL_S, Canceled, stop_process
 
 REQUEST_TIMEOUT_S = 900  # the first request may download and load a model
-POLL_S = 0.1
 
 
 class WorkerError(Exception):
     """The worker answered ok=false, or died; the message says why."""
 
 
-class SearchWorker:
+class ServeClient:
     def __init__(self, python=None, model=None, device=None):
         self.python = resolve_python(python)
         self.model = model or None
@@ -155,7 +155,7 @@ def shared_worker(python=None, model=None, device=None):
     with _shared_lock:
         worker = _shared.get(key)
         if worker is None:
-            worker = _shared[key] = SearchWorker(python, model, device)
+            worker = _shared[key] = ServeClient(python, model, device)
         return worker
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from rsicrc.pipeline.device_report import build_report, format_report, gather_facts, nvidia_facts
+from rsicrc.pipeline.device_report import build_report, format_device_report, gather_facts, nvidia_facts
 
 NO_NVIDIA = {"smi": None, "proc": False, "gpus": [], "driver": None}
 H200 = {"smi": "/usr/bin/nvidia-smi", "proc": True, "gpus": ["NVIDIA H200"], "driver": "580.65.06"}
@@ -25,7 +25,7 @@ def test_cuda_device_with_name_and_memory():
                            cuda_devices=[{"name": "NVIDIA H200", "memory_bytes": 150_000_000_000}]))
     assert (r["device"], r["name"], r["memory_bytes"]) == ("cuda", "NVIDIA H200", 150_000_000_000)
     assert r["reason"] is None and r["warning"] is None and r["fix"] is None
-    assert format_report(r).splitlines()[0] == "device: cuda (NVIDIA H200, 139.7 GiB)"
+    assert format_device_report(r).splitlines()[0] == "device: cuda (NVIDIA H200, 139.7 GiB)"
 
 
 def test_second_cuda_device_is_named():
@@ -88,7 +88,7 @@ def test_asked_for_cuda_without_one_is_an_error():
     r = build_report(facts(requested="cuda", resolved=None,
                            resolve_error="device 'cuda' asked for, but no CUDA GPU is available"))
     assert r["device"] is None and "no CUDA GPU" in r["error"] and "no NVIDIA driver" in r["reason"]
-    assert format_report(r).startswith("error: device 'cuda' asked for")
+    assert format_device_report(r).startswith("error: device 'cuda' asked for")
 
 
 def test_torch_missing():

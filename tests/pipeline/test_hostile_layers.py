@@ -454,7 +454,7 @@ class _FakeModel:
         return []
 
 
-class _Worker(serve_mod.SearchWorker):
+class _Worker(serve_mod.ServeHandler):
     def __init__(self, model):
         super().__init__("fake", "fake-clip", "cpu")
         self.model = model

@@ -18,7 +18,7 @@ from rsicrc.pipeline.caption.run import CaptionParams, run_caption
 from rsicrc.pipeline.layer.gpkg import read_columns, read_metadata
 from rsicrc.pipeline.progress import Reporter
 from rsicrc.pipeline.raster.pair_plan import plan_pair
-from rsicrc.pipeline.serve import SearchWorker, serve
+from rsicrc.pipeline.serve import ServeHandler, serve
 
 TILE = 128
 CLASSES = "buildings, water, forest"
@@ -55,7 +55,7 @@ def layer(pair, captioner, tiny_clip, tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker(captioner, tiny_clip):
     """The serve worker in this process, its model cache holding the models already loaded."""
-    w = SearchWorker(captioner.source, tiny_clip.source, device="cpu")
+    w = ServeHandler(captioner.source, tiny_clip.source, device="cpu")
     w._models[("rsicrc", captioner.source)] = captioner
     w._models[("clip", tiny_clip.source)] = tiny_clip
     yield w

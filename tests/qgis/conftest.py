@@ -59,9 +59,9 @@ def worker_env(small_checkpoint):
     os.environ["RSICRC_PYTHON"] = str(VENV_PYTHON)
     os.environ["RSICRC_MODEL"] = str(small_checkpoint)
     yield {"RSICRC_PYTHON": str(VENV_PYTHON), "RSICRC_MODEL": str(small_checkpoint)}
-    from rsicrc.rsicrc_qgis.worker import serve_client as search_worker
+    from rsicrc.rsicrc_qgis.worker import serve_client
 
-    search_worker.close_all()
+    serve_client.close_all()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

@@ -231,8 +231,9 @@ def test_score_field_cannot_overwrite_what_caption_wrote(name):
 def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monkeypatch):
     """The child imports rsicrc from the plugin folder (whatever it is called) and does not see
     the other plugins' folders: one named like a dependency cannot shadow it."""
-    from rsicrc.rsicrc_qgis.worker import environment
     from rsicrc.rsicrc_qgis import settings
+    from rsicrc.rsicrc_qgis.worker import environment
+    from rsicrc.rsicrc_qgis.worker.child_json import child_env
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -247,7 +248,7 @@ def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monk
     assert status.ok, status.message
     assert status.details["rsicrc"] == str(folder / "__init__.py")
     out = subprocess.run(environment.child_command(sys.executable, ["info", str(tmp_path / "none.gpkg")]),
-                         capture_output=True, text=True, env=environment.child_env(), timeout=120)
+                         capture_output=True, text=True, env=child_env(), timeout=120)
     assert out.returncode == 2 and "no such file" in out.stderr, out.stderr
 
 

@@ -203,7 +203,7 @@ def test_processing_turns_later_into_the_command_in_order(plugin, raster_pair, s
     from rsicrc.rsicrc_qgis.caption import job as caption_job
 
     asked = []
-    monkeypatch.setattr(caption_job, "run_caption", lambda args, **kw: asked.append(args) or
+    monkeypatch.setattr(caption_job, "run_caption_job", lambda args, **kw: asked.append(args) or
                         SimpleNamespace(done={"features": 4, "skipped": 0}))
     out = tmp_path / "o.gpkg"
     later = [str(series["d4"]), str(series["d3"])]
@@ -369,7 +369,7 @@ def test_dialog_task_adds_the_view_above_its_result(plugin, tmp_path):
 def test_toolbox_captions_three_dates_with_the_when_view(plugin, worker_env, raster_pair, series, tmp_path):
     import processing
 
-    from rsicrc.rsicrc_qgis.layers.result_layer import read_metadata
+    from rsicrc.rsicrc_qgis.layers.result_layer import read_result_metadata as read_metadata
 
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
