@@ -22,9 +22,10 @@ from .layer.schema import GEOMETRY_COLUMN, check_field_name, slug_field
 from .layer.sqlite_edits import write_scores
 from .models import load_captioner, load_clip_encoder
 from .output_file import OutputLock
+from .scores import top_indices
 
 READ_CHUNK = 4096
-# The fields that say which interval a hit captions (gpkg_layer.SERIES_FIELDS), in hit order;
+# The fields that say which interval a hit captions (layer/schema.SERIES_FIELDS), in hit order;
 # a layer from before time series has none of them, and its hits go without.
 HIT_SERIES_FIELDS = ("interval", "before_name", "after_name")
 
@@ -118,7 +119,7 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
     check_writable(layer)
     dtypes = field_dtypes(layer)
     if clip:
-        from .clip_scores import ClipFieldsMissingError, require_clip_fields
+        from .scores import ClipFieldsMissingError, require_clip_fields
 
         try:
             require_clip_fields(dtypes, str(layer))
@@ -143,11 +144,10 @@ def run_search(layer, text, reporter, top=10, field=None, model=None, device="au
             clip_queries[field_name] = {"text": text, "when": when, "change": bool(change)}
             record["clip_queries"] = clip_queries
         write_metadata(layer, record)
-    finite = np.flatnonzero(np.isfinite(scores))
-    order = finite[np.argsort(-scores[finite], kind="stable")][:min(top, finite.size)]
+    order = top_indices(scores, top)
     series = tuple(name for name in HIT_SERIES_FIELDS if name in dtypes)
     return SearchResult(field_name, _hits(layer, fids[order], scores[order], series), len(fids),
-                        int(finite.size), series)
+                        int(np.isfinite(scores).sum()), series)
 
 
 def _one_line(exc):
@@ -259,7 +259,7 @@ def _clip_tag(text, when, change):
 
 
 def _clip_scores(meta, layer, text, clip_model, device, when, change, clip_encoder):
-    from .clip_scores import clip_scores
+    from .scores import clip_scores
 
     if clip_encoder is None:
         source = clip_model or meta.get("clip_model_source")

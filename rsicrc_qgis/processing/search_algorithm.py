@@ -5,8 +5,9 @@ from qgis.core import (QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsProce
 from qgis.PyQt.QtCore import QVariant
 
 from .. import settings
+from ...pipeline.scores import top_indices
 from ..layers import result_layer
-from ..search import core as search_core, scoring
+from ..search import core as search_core
 from ..search.layer_search import SearchProblem, check_score_field
 from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled
@@ -139,7 +140,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("OUTPUT cannot be created.")
         score_of = {fid: float(s) for fid, s in zip(outcome.fids, outcome.scores)}
         score_idx = fields.indexOf(field_name)
-        best_fids = [outcome.fids[i] for i in scoring.top_indices(outcome.scores, top)]
+        best_fids = [outcome.fids[i] for i in top_indices(outcome.scores, top)]
         best = {fid: None for fid in best_fids}  # fid -> the feature, kept while copying
         copied = 0
         for feature in self._copy_source.getFeatures():

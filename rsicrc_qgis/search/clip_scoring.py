@@ -1,9 +1,9 @@
 """RS-M-CLIP tile scores from stored embeddings: the pipeline's own pure-numpy formula.
 
-rsicrc.pipeline.clip_scores imports only numpy at module level (the encoder is a type hint),
+rsicrc.pipeline.scores imports only numpy at module level (the encoder is a type hint),
 so the plugin uses the very function `rsicrc search --clip` uses instead of a copy of it.
 """
-from ...pipeline.clip_scores import WHEN_CHOICES, score_embeddings
+from ...pipeline.scores import WHEN_CHOICES, score_embeddings
 
 __all__ = ["WHEN_CHOICES", "clip_scores_from_embeddings"]
 

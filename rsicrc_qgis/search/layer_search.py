@@ -9,9 +9,9 @@ import numpy as np
 from qgis.core import QgsFeatureRequest, QgsField, QgsVectorLayer
 from qgis.PyQt.QtCore import QByteArray, QVariant, Qt
 
-from . import scoring
 from ...pipeline.layer.blobs import BlobLengthError, blobs_to_matrix
 from ...pipeline.layer.schema import EMBEDDING_FIELD, written_by_caption
+from ...pipeline.scores import top_indices
 
 
 class SearchProblem(Exception):
@@ -174,6 +174,6 @@ def order_by_score(layer, name):
 
 def select_best(layer, fids, scores, top):
     """Select the `top` best features; returns their fids, best first."""
-    best = [fids[i] for i in scoring.top_indices(scores, top)]
+    best = [fids[i] for i in top_indices(scores, top)]
     layer.selectByIds(best, QgsVectorLayer.SetSelection)
     return best

@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 
 from rsicrc.pipeline.caption.clip_annotator import ClipTileAnnotator, parse_classes
 from rsicrc.pipeline.cli import main
-from rsicrc.pipeline.clip_scores import score_embeddings
+from rsicrc.pipeline.scores import score_embeddings
 from rsicrc.pipeline.layer.blobs import blobs_to_matrix
 
 TILE = 64

@@ -5,7 +5,7 @@ import pytest
 
 from rsicrc.pipeline.caption.clip_annotator import (DEFAULT_CLASSES, ClipTileAnnotator, classify_embeddings,
                                                     parse_classes)
-from rsicrc.pipeline.clip_scores import ClipFieldsMissingError, clip_scores, require_clip_fields, score_embeddings
+from rsicrc.pipeline.scores import ClipFieldsMissingError, clip_scores, require_clip_fields, score_embeddings
 from rsicrc.pipeline.layer.blobs import blobs_to_matrix, embedding_blob
 from rsicrc.pipeline.layer.schema import CLASS_FIELDS
 

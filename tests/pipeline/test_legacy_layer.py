@@ -74,4 +74,5 @@ def test_a_legacy_partial_layer_resumes_to_the_legacy_result(legacy, legacy_inpu
         j = by_id[tile]
         assert got["caption"][i] == want["caption"][j]
         assert abs(got["change_score"][i] - want["change_score"][j]) < 1e-5
-        assert np.abs(np.frombuffer(got["embedding"][i], "<f4") - np.frombuffer(want["embedding"][j], "<f4")).max() < 1e-5
+        difference = np.frombuffer(got["embedding"][i], "<f4") - np.frombuffer(want["embedding"][j], "<f4")
+        assert np.abs(difference).max() < 1e-5

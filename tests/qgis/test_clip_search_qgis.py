@@ -49,7 +49,7 @@ def _stored(gpkg):
 
 def _expected(encoder, gpkg, text, when, appeared):
     """tile_id -> the score `rsicrc search --clip` computes (clip_scores with the text tower)."""
-    from rsicrc.pipeline.clip_scores import clip_scores
+    from rsicrc.pipeline.scores import clip_scores
 
     tiles, before, after = _stored(gpkg)
     direct = clip_scores(encoder, text, before, after, when=when, change=appeared)

@@ -182,3 +182,37 @@ def test_check_urls_asks_each_address_as_the_upload_does(tmp_path):
         assert problem.startswith("metadata.txt homepage=http://127.0.0.1:9/ cannot be reached")
     finally:
         server.shutdown()
+
+
+def _package_folders(names, prefix="rsicrc/"):
+    """The package folders (relative to the plugin's top) among archive member names."""
+    return {n[len(prefix):-len("/__init__.py")] for n in names
+            if n.startswith(prefix) and n.endswith("/__init__.py") and "/" in n[len(prefix):]}
+
+
+def test_the_wheel_and_the_zip_hold_every_package_folder_of_the_tree(tmp_path):
+    """The wheel (`pip wheel .`) and the plugin zip hold exactly the tree's package folders: a new
+    room is never left out of either."""
+    tree = {str(p.parent.relative_to(REPO)) for layer in ("model", "pipeline", "rsicrc_qgis")
+            for p in (REPO / layer).rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert {"pipeline/caption", "rsicrc_qgis/processing"} <= tree
+    # Built from a copy: setuptools keeps a build/ folder in the source tree, whose stale files a
+    # later wheel would take.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                                                  "__pycache__", ".pytest_cache", "tests"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("rsicrc-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        in_wheel = zf.namelist()
+    assert _package_folders(in_wheel) == tree
+    assert {"rsicrc/__init__.py", "rsicrc/__main__.py", "rsicrc/metadata.txt"} <= set(in_wheel)
+    proc = subprocess.run(["/usr/bin/python3", str(REPO / "tools" / "package_plugin.py"), "--local",
+                           str(tmp_path / "dist")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (plugin_zip,) = (tmp_path / "dist").glob("rsicrc-*.zip")
+    with zipfile.ZipFile(plugin_zip) as zf:
+        assert _package_folders(zf.namelist()) == tree

@@ -99,7 +99,7 @@ def test_setup_environment_task_streams_log(qgis_app, tmp_path, wait_signal):
 
 
 def test_clip_scoring_is_the_pipelines():
-    from rsicrc.pipeline.clip_scores import score_embeddings
+    from rsicrc.pipeline.scores import score_embeddings
     from rsicrc.rsicrc_qgis.search.clip_scoring import clip_scores_from_embeddings
 
     rng = np.random.default_rng(1)

@@ -1,7 +1,7 @@
-"""RS-M-CLIP text scores of a layer's tiles from their stored image embeddings.
+"""Text scores of a layer's tiles from their stored embeddings, and the best of them.
 
-The formula lives in `score_embeddings`, a pure numpy function, so that `rsicrc search --clip` and
-the QGIS side score with this very code (torch is only a type hint here).
+numpy only (torch is a type hint here), so that `rsicrc search` and the QGIS side score and rank
+with this very code: `score_embeddings` is the RS-M-CLIP formula, `top_indices` the ranking.
 """
 
 from __future__ import annotations
@@ -74,3 +74,12 @@ def clip_scores(clip: "ClipEncoder", text: str, before_emb, after_emb, when: str
         raise ValueError(f"when must be one of {WHEN_CHOICES}, got {when!r}")
     t = clip.encode_text([text.strip()]).numpy()[0]
     return score_embeddings(t, before_emb, after_emb, when=when, change=change)
+
+
+def top_indices(scores, k):
+    """Indices of the k best finite scores, best first (ties keep the input order); a tile without
+    a score (NaN) is never among them."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(scores))
+    order = finite[np.argsort(-scores[finite], kind="stable")]
+    return order[: max(0, int(k))]
