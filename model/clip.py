@@ -103,7 +103,7 @@ def _load_folder(folder: Path, device: torch.device, source: str, cache_dir: str
         overrides = {}
         if text_cfg.get("hf_model_name"):
             text_cfg["hf_model_name"] = str(resolve_text_config(
-                text_cfg["hf_model_name"], folder, Path(scratch), cache_dir=cache_dir, offline=offline))
+                text_cfg["hf_model_name"], folder, Path(scratch), cache_dir=cache_dir))
             # The full checkpoint replaces every weight, so never fetch the base text weights.
             text_cfg["hf_model_pretrained"] = False
             overrides["text_cfg"] = text_cfg

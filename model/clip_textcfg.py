@@ -52,13 +52,14 @@ def _is_config_dir(path: Path) -> bool:
         return False
 
 
-def resolve_text_config(name: str, folder: Path, scratch: Path, *, cache_dir: str | None = None,
-                        offline: bool = True) -> Path:
+def resolve_text_config(name: str, folder: Path, scratch: Path, *, cache_dir: str | None = None) -> Path:
     """A folder holding `config.json` for the text tower named `name` of the model in `folder`.
 
     In order: `name` is itself such a folder (absolute or relative to `folder`); `folder` holds the
     text config (`config.json` with a model_type); `name` is a known public architecture (written to
-    `scratch`); the Hugging Face cache (or hub when online) has it (copied to `scratch`).
+    `scratch`); the local Hugging Face cache has that repo's config.json (copied to `scratch`). It is
+    never downloaded: an unpinned download of another repo's file is what a supply-chain attack
+    would swap, and RS-M-CLIP's own text tower is a known architecture.
     """
     for candidate in (Path(name).expanduser(), folder / name):
         if candidate.is_dir() and _is_config_dir(candidate):
@@ -68,15 +69,16 @@ def resolve_text_config(name: str, folder: Path, scratch: Path, *, cache_dir: st
     if name in KNOWN_TEXT_CONFIGS:
         (scratch / "config.json").write_text(json.dumps(KNOWN_TEXT_CONFIGS[name]), encoding="utf-8")
         return scratch
-    try:
-        from transformers import AutoConfig
+    from huggingface_hub import try_to_load_from_cache
 
-        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir, local_files_only=offline)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"the text tower of {folder} is the transformers model {name!r}, whose config.json is "
-            f"neither in that folder nor in the local Hugging Face cache: on a machine with internet "
-            f"access run `huggingface-cli download {name} config.json --local-dir tmp` and copy "
-            f"tmp/config.json into {folder}") from exc
-    config.save_pretrained(scratch)
-    return scratch
+    try:
+        cached = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+    except ValueError:  # not a repo id
+        cached = None
+    if isinstance(cached, str) and _is_config_dir(Path(cached).parent):
+        (scratch / "config.json").write_bytes(Path(cached).read_bytes())
+        return scratch
+    raise ModelLoadError(
+        f"the text tower of {folder} is the transformers model {name!r}, whose config.json is neither "
+        f"in that folder nor in the local Hugging Face cache: run `hf download {name} config.json "
+        f"--local-dir tmp` and copy tmp/config.json into {folder}")

@@ -1,11 +1,13 @@
 """Message-bar messages; an environment problem always comes with a "Set up environment" button."""
-from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import QPushButton
+
+from .qgis_enums import INFO, WARNING
+
 
 TITLE = "RSICRC"
 
 
-def push(iface, text, level=Qgis.Info, duration=8):
+def push(iface, text, level=INFO, duration=8):
     if iface is not None and iface.messageBar() is not None:
         iface.messageBar().pushMessage(TITLE, text, level, duration)
 
@@ -19,5 +21,5 @@ def push_environment_problem(iface, text, on_setup):
     button = QPushButton("Set up environment", widget)
     button.clicked.connect(on_setup)
     widget.layout().addWidget(button)
-    bar.pushWidget(widget, Qgis.Warning, 0)
+    bar.pushWidget(widget, WARNING, 0)
     return widget

@@ -1,7 +1,7 @@
 """The plugin object QGIS gets from classFactory: toolbar, menu, docks, map tool, Processing provider."""
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
@@ -12,6 +12,7 @@ from .caption.task import CaptionTask
 from .click.map_tool import ClickController
 from .click.panel import ClickPanel
 from .processing.provider import RsicrcProvider
+from .qgis_enums import CRITICAL, INFO
 from .search.dock import SearchDock
 from .setup.dialog import SetupDialog
 from .setup.settings_dialog import SettingsDialog
@@ -65,8 +66,9 @@ class RsicrcPlugin:
         self.setup_action.triggered.connect(self.open_setup)
         self.actions = [self.caption_action, self.search_action, self.click_action, self.settings_action,
                         self.setup_action]
-        for action in self.actions:
+        for action in self.actions:  # under Plugins, and under Raster (metadata.txt's category)
             self.iface.addPluginToMenu(MENU, action)
+            self.iface.addPluginToRasterMenu(MENU, action)
         self.toolbar = self.iface.addToolBar("RSICRC")
         self.toolbar.setObjectName("RsicrcToolbar")
         self.toolbar.addAction(self.caption_action)
@@ -76,11 +78,11 @@ class RsicrcPlugin:
         self.dock = SearchDock(self.iface, main)
         self.dock.setToggleVisibilityAction(self.search_action)
         self.dock.environmentProblem.connect(self.report_environment_problem)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
         self.click_panel = ClickPanel(main)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.click_panel)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.click_panel)
         self.click_panel.hide()
         self.click = ClickController(self.iface.mapCanvas(), self.click_panel, parent=main)
         self.click.tool.setAction(self.click_action)  # the action is unchecked when another tool takes over
@@ -96,6 +98,7 @@ class RsicrcPlugin:
         serve_client.close_all()
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
+            self.iface.removePluginRasterMenu(MENU, action)
         if self.toolbar is not None:
             self.toolbar.deleteLater()
             self.toolbar = None
@@ -133,7 +136,7 @@ class RsicrcPlugin:
         task.taskTerminated.connect(lambda: self._forget(task))
         QgsApplication.taskManager().addTask(task)
         messages.push(self.iface, f"Captioning started: {output} (progress in the task manager)",
-                      Qgis.Info, 4)
+                      INFO, 4)
         return task
 
     def _forget(self, task):
@@ -144,7 +147,7 @@ class RsicrcPlugin:
         if is_environment:
             self.report_environment_problem(message)
             return
-        messages.push(self.iface, message, level, 10 if level != Qgis.Critical else 0)
+        messages.push(self.iface, message, level, 10 if level != CRITICAL else 0)
         if layer is not None:
             self.iface.showAttributeTable(layer)
             if self.dock is not None:
@@ -194,6 +197,6 @@ class RsicrcPlugin:
 
     def open_settings(self):
         dialog = SettingsDialog(self.iface.mainWindow(), on_setup=self.open_setup)
-        if dialog.exec_():
+        if dialog.exec():
             serve_client.close_all()  # a new interpreter/model/device takes effect next search
             self._env_checked = False

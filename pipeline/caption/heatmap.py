@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..layer.blobs import BlobLengthError, blobs_to_matrix
-from ..layer.schema import ATTENTION_FIELD, LAYER, date_name, partial_path
+from ..layer.schema import ATTENTION_FIELD, LAYER, date_name, partial_path, sql
 from ..output_file import OutputKind, check_output
 
 NODATA = -1.0  # attention weights are >= 0
@@ -97,7 +97,7 @@ class _LayerMaps:
         self.side = None
         try:
             self.con = sqlite3.connect(f"file:{Path(self.path).resolve().as_posix()}?mode=ro", uri=True)
-            columns = {r[1] for r in self.con.execute(f'PRAGMA table_info("{LAYER}")')}
+            columns = {r[1] for r in self.con.execute(sql("PRAGMA table_info({})", LAYER))}
         except sqlite3.Error as exc:
             raise BadInput(f"cannot read the attention maps ({exc})", self.path) from None
         if ATTENTION_FIELD not in columns:
@@ -107,13 +107,13 @@ class _LayerMaps:
 
     def read(self, first, stop, interval=None):
         """(tile ids, maps) of the tiles [first, stop); `interval`: only that interval's features."""
-        where, args = "", (int(first), int(stop))
+        query = sql("SELECT tile_id, {} FROM {} WHERE tile_id >= ? AND tile_id < ? AND {} IS NOT NULL",
+                    ATTENTION_FIELD, LAYER, ATTENTION_FIELD)
+        args = (int(first), int(stop))
         if interval is not None and self.has_interval:
-            where, args = ' AND "interval" = ?', args + (int(interval),)
+            query, args = query + sql(" AND {} = ?", "interval"), args + (int(interval),)
         try:
-            rows = self.con.execute(
-                f'SELECT tile_id, "{ATTENTION_FIELD}" FROM "{LAYER}" WHERE tile_id >= ? AND tile_id < ?{where} '
-                f'AND "{ATTENTION_FIELD}" IS NOT NULL ORDER BY tile_id', args).fetchall()
+            rows = self.con.execute(query + " ORDER BY tile_id", args).fetchall()
         except sqlite3.Error as exc:
             raise BadInput(f"cannot read the attention maps ({exc})", self.path) from None
         if not rows:

@@ -10,22 +10,12 @@ from pathlib import Path
 from qgis.core import QgsProject
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (
-    QDialog,
-    QDialogButtonBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
+                                 QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
 from . import job as caption_job, pair_checks
 from ...pipeline.caption_params import ParamError, band_list, check_value, form_options
+from ..qgis_enums import SAVE_FILE
 from .option_widgets import OptionWidget, raster_layer_combo
 
 MARKS = {pair_checks.OK: ("✔", "#1a7f37"), pair_checks.WARN: ("⚠", "#9a6700"),
@@ -46,7 +36,7 @@ class CaptionDialog(QDialog):
         self._make_later_dates()
         self.options = {name: OptionWidget(name, opt, default) for name, opt, default in form_options()}
         self.output_widget = QgsFileWidget()
-        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setStorageMode(SAVE_FILE)
         self.output_widget.setFilter("GeoPackage (*.gpkg)")
         self.checks_label = QLabel()
         self.checks_label.setWordWrap(True)
@@ -68,8 +58,8 @@ class CaptionDialog(QDialog):
         self.advanced_box = QgsCollapsibleGroupBox("Advanced")
         self.advanced_box.setLayout(advanced)
         self.advanced_box.setCollapsed(True)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close)
-        self.buttons.button(QDialogButtonBox.Ok).setText("Run")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Close)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Run")
         self.buttons.accepted.connect(self.run)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -135,7 +125,7 @@ class CaptionDialog(QDialog):
     def later_layers(self):
         """The later dates' layers, in the list's order (oldest first)."""
         project = QgsProject.instance()
-        layers = (project.mapLayer(self.later_list.item(row).data(Qt.UserRole))
+        layers = (project.mapLayer(self.later_list.item(row).data(Qt.ItemDataRole.UserRole))
                   for row in range(self.later_list.count()))
         return [layer for layer in layers if layer is not None]
 
@@ -143,7 +133,7 @@ class CaptionDialog(QDialog):
         if layer is None:
             return
         item = QListWidgetItem(layer.name())
-        item.setData(Qt.UserRole, layer.id())
+        item.setData(Qt.ItemDataRole.UserRole, layer.id())
         item.setToolTip(layer.source())
         self.later_list.addItem(item)
         self.later_list.setCurrentItem(item)
@@ -174,7 +164,7 @@ class CaptionDialog(QDialog):
 
     def _forget_later(self, layer_ids):
         for row in reversed(range(self.later_list.count())):
-            if self.later_list.item(row).data(Qt.UserRole) in layer_ids:
+            if self.later_list.item(row).data(Qt.ItemDataRole.UserRole) in layer_ids:
                 self.later_list.takeItem(row)
 
     def _update_later_buttons(self, *_):
@@ -227,7 +217,7 @@ class CaptionDialog(QDialog):
                 self.output_widget.setFilePath(str(src.parent / f"{src.stem}_changes.gpkg"))
         ready = (before is not None and after is not None and not pair_checks.blocking(checks)
                  and bool(self.output_widget.filePath().strip()))
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(ready)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(ready)
         return checks
 
     def build_args(self):

@@ -3,12 +3,12 @@
 Each widget takes its kind, bounds, label and help from the option's definition, so the dialog
 offers every option the CLI has, with the same defaults and limits.
 """
-from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox, QgsSpinBox
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QPlainTextEdit
 
 from .. import settings
 from ...pipeline.caption_params import DEVICES
+from ..qgis_enums import RASTER_LAYERS, SAVE_FILE
 
 # The plugin's settings stand in for these when the form leaves them empty.
 SETTING_DEFAULTS = {"model": settings.model_choice, "clip_model": settings.clip_model_choice}
@@ -17,7 +17,7 @@ SETTING_DEFAULTS = {"model": settings.model_choice, "clip_model": settings.clip_
 def raster_layer_combo():
     """A picker of the project's raster layers that starts empty: a date is the user's choice."""
     combo = QgsMapLayerComboBox()
-    combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+    combo.setFilters(RASTER_LAYERS)
     combo.setAllowEmptyLayer(True)
     combo.setLayer(None)
     return combo
@@ -68,7 +68,7 @@ class OptionWidget:
             return edit
         if kind == "raster_output":
             files = QgsFileWidget()
-            files.setStorageMode(QgsFileWidget.SaveFile)
+            files.setStorageMode(SAVE_FILE)
             files.setFilter("GeoTIFF (*.tif *.tiff)")
             files.lineEdit().setPlaceholderText("optional: none")
             return files

@@ -7,9 +7,10 @@ and have the last word; here they only spare the analyst a run that is bound to 
 import math
 from dataclasses import dataclass
 
-from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterDataProvider, QgsRectangle
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle
 
 from ...pipeline.raster.grid_rules import PIXEL_SIZE_RTOL
+from ..qgis_enums import ALPHA_BAND
 
 OK, WARN, ERROR = "ok", "warning", "error"
 
@@ -22,10 +23,7 @@ class Check:
 
 def _colour_bands(layer):
     provider = layer.dataProvider()
-    alpha = QgsRasterDataProvider.ColorInterpretation.AlphaBand \
-        if hasattr(QgsRasterDataProvider, "ColorInterpretation") else 6
-    return [b for b in range(1, layer.bandCount() + 1)
-            if provider.colorInterpretation(b) != alpha]
+    return [b for b in range(1, layer.bandCount() + 1) if provider.colorInterpretation(b) != ALPHA_BAND]
 
 
 def file_crs(layer):

@@ -1,11 +1,12 @@
 """The dialog's caption run as a QgsTask: progress in the task manager, cancel kills the child."""
-from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
+from qgis.core import QgsMessageLog, QgsProject, QgsTask, QgsVectorLayer
 from qgis.PyQt.QtCore import pyqtSignal
 
 from . import job as caption_job
 from ..layers.heatmap_layer import add_with_result, heatmap_layer
 from ..layers.result_layer import NotAResultLayer, read_result_metadata
 from ..layers.styling import add_when_changed_view, style_result_layer
+from ..qgis_enums import CRITICAL, INFO, SUCCESS, TASK_CAN_CANCEL, WARNING
 from ..worker import protocol
 from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled, CliFailure
@@ -20,7 +21,7 @@ class CaptionTask(QgsTask):
     childEvent = pyqtSignal(dict)
 
     def __init__(self, args, output, layer_name="Changes", python=None):
-        super().__init__(f"RSICRC: captioning changes into {output}", QgsTask.CanCancel)
+        super().__init__(f"RSICRC: captioning changes into {output}", TASK_CAN_CANCEL)
         self.args = args
         self.output = output
         self.layer_name = layer_name
@@ -40,13 +41,13 @@ class CaptionTask(QgsTask):
             self.setProgress(percent)
         elif event["event"] == "warning":
             self.warnings.append(event.get("message", ""))
-            QgsMessageLog.logMessage(event.get("message", ""), LOG_TAG, Qgis.Warning)
+            QgsMessageLog.logMessage(event.get("message", ""), LOG_TAG, WARNING)
 
     def run(self):
         try:
             self.result = caption_job.run_caption_job(
                 self.args, on_event=self._on_event, is_canceled=self.isCanceled,
-                on_log=lambda text: QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Info),
+                on_log=lambda text: QgsMessageLog.logMessage(text, LOG_TAG, INFO),
                 python=self.python, on_started=self._on_started)
             return True
         except Canceled as exc:
@@ -73,7 +74,7 @@ class CaptionTask(QgsTask):
             layer = QgsVectorLayer(caption_job.layer_uri(self.output), self.layer_name, "ogr")
             if not layer.isValid():
                 self.finishedWithResult.emit(None, f"rsicrc finished but {self.output} cannot be "
-                                                   "opened as a layer.", Qgis.Critical, False)
+                                                   "opened as a layer.", CRITICAL, False)
                 return
             style_result_layer(layer)
             heat = self._heatmap()
@@ -87,10 +88,10 @@ class CaptionTask(QgsTask):
                        f"{self.output}" + (f", {done['skipped']} skipped" if done.get("skipped") else ""))
             if self.warnings:
                 message += f" ({len(self.warnings)} warning(s), see the RSICRC log)"
-            self.finishedWithResult.emit(layer, message, Qgis.Success, False)
+            self.finishedWithResult.emit(layer, message, SUCCESS, False)
         elif isinstance(self.error, Canceled) or (self.error is None and self.isCanceled()):
             self.finishedWithResult.emit(None, f"Captioning cancelled; run again with the same "
-                                               f"output ({self.output}) to resume.", Qgis.Info, False)
+                                               f"output ({self.output}) to resume.", INFO, False)
         else:
             self.finishedWithResult.emit(None, str(self.error or "Captioning failed."),
-                                         Qgis.Critical, isinstance(self.error, EnvironmentProblem))
+                                         CRITICAL, isinstance(self.error, EnvironmentProblem))

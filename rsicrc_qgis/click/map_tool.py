@@ -7,8 +7,8 @@ ClickRequester (never on the main thread, the newest click wins). The answer goe
 and the where-changed map is drawn over the window as a grid of semi-transparent cells, one
 rubber band per colour step; it is cleared on the next click and when the tool is switched off.
 """
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCsException, QgsGeometry,
-                       QgsProject, QgsRectangle, QgsWkbTypes)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCsException, QgsGeometry, QgsProject,
+                       QgsRectangle)
 from qgis.gui import QgsMapToolEmitPoint, QgsRubberBand
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
@@ -16,6 +16,7 @@ from qgis.PyQt.QtGui import QColor
 from .. import settings
 from ..caption.job import BadParameter, raster_path
 from ..caption.pair_checks import file_crs
+from ..qgis_enums import POLYGON_GEOMETRY, WKT_PREFERRED_GDAL
 from ..worker.serve_client import shared_worker
 from .request import ClickRequester
 
@@ -56,12 +57,12 @@ class HeatMap:
 
     def clear(self):
         for band in self.bands:
-            band.reset(QgsWkbTypes.PolygonGeometry)
+            band.reset(POLYGON_GEOMETRY)
             self.canvas.scene().removeItem(band)
         self.bands, self.cells = [], 0
 
     def _band(self, fill, stroke, width=0):
-        band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        band = QgsRubberBand(self.canvas, POLYGON_GEOMETRY)
         band.setFillColor(fill)
         band.setStrokeColor(stroke)
         band.setWidth(width)
@@ -100,11 +101,11 @@ class ChangeMapTool(QgsMapToolEmitPoint):
 
     def __init__(self, canvas):
         super().__init__(canvas)
-        self.setCursor(Qt.CrossCursor)
+        self.setCursor(Qt.CursorShape.CrossCursor)
         self.canvasClicked.connect(self._clicked)
 
     def _clicked(self, point, button):
-        if button == Qt.LeftButton:
+        if button == Qt.MouseButton.LeftButton:
             self.clickedAt.emit(point)
 
     def deactivate(self):
@@ -157,7 +158,7 @@ class ClickController(QObject):
         code = crs.authid()
         return {"before": before_path, "after": after_path, "x": where.x(), "y": where.y(),
                 "crs": code if code.upper().startswith("EPSG:") else crs.toWkt(
-                    QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+                    WKT_PREFERRED_GDAL),
                 "tile_size": self.panel.tile_spin.value(), "bands": bands,
                 "reproject": self.panel.reproject_check.isChecked(), "clip": self.panel.clip_check.isChecked(),
                 "model": settings.model_choice().value or None,

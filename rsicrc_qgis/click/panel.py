@@ -63,8 +63,8 @@ class ClickPanel(QgsDockWidget):
         label = QLabel()
         label.setObjectName(name)
         label.setWordWrap(True)
-        label.setTextFormat(Qt.RichText)
-        label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        label.setTextFormat(Qt.TextFormat.RichText)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         return label
 
     # --- the pair -------------------------------------------------------------------------

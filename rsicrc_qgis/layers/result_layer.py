@@ -15,6 +15,7 @@ from qgis.core import QgsProviderRegistry
 
 from ...pipeline.layer.metadata import decode_metadata
 from ...pipeline.layer.schema import LAYER
+from ..qgis_enums import NO_GEOMETRY
 
 # A time series (`caption D1 D2 D3 ...`): every feature is one (tile, interval); the fields and
 # the `intervals` metadata key are those of docs/interfaces.md.
@@ -145,7 +146,7 @@ def _intervals_from_features(layer):
     for interval in sorted(v for v in layer.uniqueValues(layer.fields().indexOf(INTERVAL_FIELD))
                            if isinstance(v, int)):
         request = QgsFeatureRequest().setFilterExpression(f'"{INTERVAL_FIELD}" = {interval}').setLimit(1)
-        request.setFlags(QgsFeatureRequest.NoGeometry)
+        request.setFlags(NO_GEOMETRY)
         request.setSubsetOfAttributes([INTERVAL_FIELD, *names], layer.fields())
         feature = next(layer.getFeatures(request), None)
         pair = [str(feature[n]) if feature is not None and n in names else "?"

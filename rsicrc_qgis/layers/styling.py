@@ -6,27 +6,13 @@ The where-changed heat map (--heatmap) gets the same ramp, from transparent wher
 did not look to opaque red where it looked most. A time series also gets a "when did it change"
 view: a second layer on the same file, one polygon a tile, coloured by its most changed interval.
 """
-from qgis.core import (
-    QgsCategorizedSymbolRenderer,
-    QgsColorRampShader,
-    QgsFillSymbol,
-    QgsGradientColorRamp,
-    QgsGradientStop,
-    QgsProject,
-    QgsGraduatedSymbolRenderer,
-    QgsPalLayerSettings,
-    QgsRasterBandStats,
-    QgsRasterShader,
-    QgsRendererCategory,
-    QgsRendererRange,
-    QgsSingleBandPseudoColorRenderer,
-    QgsTextBufferSettings,
-    QgsTextFormat,
-    QgsVectorLayer,
-    QgsVectorLayerSimpleLabeling,
-)
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsFillSymbol, QgsGradientColorRamp,
+                       QgsGradientStop, QgsGraduatedSymbolRenderer, QgsPalLayerSettings, QgsProject, QgsRasterShader,
+                       QgsRendererCategory, QgsRendererRange, QgsSingleBandPseudoColorRenderer, QgsTextBufferSettings,
+                       QgsTextFormat, QgsVectorLayer, QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor, QFont
 
+from ..qgis_enums import BAND_MAXIMUM, LABEL_OVER_POINT, RAMP_INTERPOLATED
 from .result_layer import INTERVAL_FIELD, MOST_CHANGED_FIELD, layer_intervals
 
 SCORE_FIELD = "change_score"
@@ -58,7 +44,7 @@ HEAT_STOPS = (
 
 def heatmap_renderer(provider, band=1):
     """Pseudo-colour renderer of an attention heat map, stretched from 0 to the band's maximum."""
-    stats = provider.bandStatistics(band, QgsRasterBandStats.Max)
+    stats = provider.bandStatistics(band, BAND_MAXIMUM)
     top = stats.maximumValue if stats.maximumValue > 0 else 1.0
     items = []
     for position, colour, alpha in HEAT_STOPS:
@@ -66,7 +52,7 @@ def heatmap_renderer(provider, band=1):
         c.setAlpha(alpha)
         items.append(QgsColorRampShader.ColorRampItem(position * top, c, f"{position * top:.3g}"))
     ramp = QgsColorRampShader(0.0, top)
-    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampType(RAMP_INTERPOLATED)
     ramp.setColorRampItemList(items)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
@@ -119,7 +105,7 @@ def caption_labeling():
     settings.isExpression = True
     settings.setFormat(text)
     settings.autoWrapLength = 24
-    settings.placement = QgsPalLayerSettings.OverPoint
+    settings.placement = LABEL_OVER_POINT
     return QgsVectorLayerSimpleLabeling(settings)
 
 

@@ -1,11 +1,12 @@
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingOutputNumber, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsProcessingParameterVectorDestination)
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterMultipleLayers,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
+                       QgsProcessingParameterVectorDestination)
 
 from ...pipeline.caption_params import DEVICES, form_options
 from ..caption import job as caption_job, pair_checks
+from ..qgis_enums import NUMBER_DOUBLE, NUMBER_INTEGER, PARAMETER_ADVANCED, SOURCE_POLYGONS, SOURCE_RASTER
 from ..worker import protocol
 from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled, CliFailure
@@ -52,7 +53,7 @@ def option_parameter(name, opt, default):
     if opt.kind == "bool":
         param = QgsProcessingParameterBoolean(key, opt.label, defaultValue=default, optional=optional)
     elif opt.kind in ("int", "float"):
-        kind = QgsProcessingParameterNumber.Integer if opt.kind == "int" else QgsProcessingParameterNumber.Double
+        kind = NUMBER_INTEGER if opt.kind == "int" else NUMBER_DOUBLE
         bounds = {k: v for k, v in (("minValue", opt.minimum), ("maxValue", opt.maximum)) if v is not None}
         param = QgsProcessingParameterNumber(key, opt.label, kind, default, optional=optional or default is None,
                                              **bounds)
@@ -70,7 +71,7 @@ def option_parameter(name, opt, default):
     else:
         param = QgsProcessingParameterString(key, opt.label, defaultValue=default, optional=True)
     if opt.advanced:
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        param.setFlags(param.flags() | PARAMETER_ADVANCED)
     param.setHelp(opt.help)
     return param
 
@@ -121,13 +122,13 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "BEFORE raster"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "AFTER raster"))
         later = QgsProcessingParameterMultipleLayers(
-            self.LATER, "Later rasters, oldest first (a time series)", QgsProcessing.TypeRaster, optional=True)
+            self.LATER, "Later rasters, oldest first (a time series)", SOURCE_RASTER, optional=True)
         later.setHelp(LATER_HELP)
         self.addParameter(later)
         for name, opt, default in form_options():
             self.addParameter(option_parameter(name, opt, default))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT, "Captioned changes", QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT, "Captioned changes", SOURCE_POLYGONS))
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Tiles captioned"))
         self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, "Tiles skipped"))
 

@@ -1,12 +1,13 @@
-from qgis.core import (QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsProcessing, QgsProcessingAlgorithm,
-                       QgsProcessingException, QgsProcessingParameterBoolean, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFeatureSink, QgsProcessingParameterNumber, QgsProcessingParameterString,
-                       QgsProcessingParameterVectorLayer, QgsProject, QgsVectorLayerFeatureSource)
+from qgis.core import (QgsFeature, QgsField, QgsFields, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink,
+                       QgsProcessingParameterNumber, QgsProcessingParameterString, QgsProcessingParameterVectorLayer,
+                       QgsProject, QgsVectorLayerFeatureSource)
 from qgis.PyQt.QtCore import QVariant
 
 from .. import settings
 from ...pipeline.scores import top_indices
 from ..layers import result_layer
+from ..qgis_enums import FAST_INSERT, NUMBER_INTEGER, SOURCE_POLYGONS
 from ..search import core as search_core
 from ..search.layer_search import SearchProblem, check_score_field
 from ..worker.environment import EnvironmentProblem
@@ -57,12 +58,12 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer(
-            self.INPUT, "Result layer (from Caption changes)", [QgsProcessing.TypeVectorPolygon]))
+            self.INPUT, "Result layer (from Caption changes)", [SOURCE_POLYGONS]))
         self.addParameter(QgsProcessingParameterString(self.QUERY, "Text to look for"))
         self.addParameter(QgsProcessingParameterString(
             self.FIELD, "Score field", defaultValue=settings.DEFAULT_SEARCH_FIELD))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TOP, "Number of best tiles to select", QgsProcessingParameterNumber.Integer,
+            self.TOP, "Number of best tiles to select", NUMBER_INTEGER,
             10, minValue=1))
         self.addParameter(QgsProcessingParameterEnum(
             self.METHOD, "Method", options=list(METHODS), defaultValue=0))
@@ -72,7 +73,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
             self.APPEARED, "RS-M-CLIP: rank what appeared (matches now, not before)",
             defaultValue=False))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT, "Scored changes", QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT, "Scored changes", SOURCE_POLYGONS))
 
     def prepareAlgorithm(self, parameters, context, feedback):
         # The main thread: the only place to touch the project layer. processAlgorithm (a worker
@@ -153,7 +154,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
             out.setAttributes(attrs)
-            sink.addFeature(out, QgsFeatureSink.FastInsert)
+            sink.addFeature(out, FAST_INSERT)
             if feature.id() in best:
                 best[feature.id()] = feature
         try:

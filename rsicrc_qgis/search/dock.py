@@ -3,7 +3,7 @@ from its stored embeddings, the score written through the edit buffer, the best 
 listed best first and zoomed to."""
 import html
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsTask
+from qgis.core import QgsApplication, QgsTask
 from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -12,6 +12,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLin
 from . import core as search_core, layer_search
 from .. import settings
 from ..layers import result_layer
+from ..qgis_enums import POLYGON_LAYERS
 from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled
 from ..worker.serve_client import WorkerError, shared_worker
@@ -33,7 +34,7 @@ class SearchDock(QgsDockWidget):
         self._closing = False
         self._meta = None
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.layer_combo.setFilters(POLYGON_LAYERS)
         self.layer_combo.layerChanged.connect(self._layer_changed)
         self.method_combo = QComboBox()
         self.method_combo.currentIndexChanged.connect(self._method_changed)
@@ -49,7 +50,7 @@ class SearchDock(QgsDockWidget):
         self.query_edit.returnPressed.connect(self.search)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
-        self.status_label.setTextFormat(Qt.RichText)
+        self.status_label.setTextFormat(Qt.TextFormat.RichText)
         self.results = QListWidget()
         self.results.itemClicked.connect(self._zoom_to_item)
         form = QFormLayout()
@@ -205,13 +206,13 @@ class SearchDock(QgsDockWidget):
             feature = layer.getFeature(fid)
             caption = feature["caption"] if has_caption else f"feature {fid}"
             item = QListWidgetItem(f"{score_of[fid]:.3f}   {caption}")
-            item.setData(Qt.UserRole, fid)
+            item.setData(Qt.ItemDataRole.UserRole, fid)
             self.results.addItem(item)
 
     def _zoom_to_item(self, item):
         layer = self.layer_combo.currentLayer()
         if layer is None or self.iface is None:
             return
-        fid = item.data(Qt.UserRole)
+        fid = item.data(Qt.ItemDataRole.UserRole)
         self.iface.mapCanvas().zoomToFeatureIds(layer, [fid])
         self.iface.mapCanvas().flashFeatureIds(layer, [fid])

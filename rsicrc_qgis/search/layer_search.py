@@ -6,12 +6,13 @@ Shared by the search dock and the rsicrc:searchchanges algorithm so both give th
 from dataclasses import dataclass, field
 
 import numpy as np
-from qgis.core import QgsFeatureRequest, QgsField, QgsVectorLayer
+from qgis.core import QgsFeatureRequest, QgsField
 from qgis.PyQt.QtCore import QByteArray, QVariant, Qt
 
 from ...pipeline.layer.blobs import BlobLengthError, blobs_to_matrix
 from ...pipeline.layer.schema import EMBEDDING_FIELD, written_by_caption
 from ...pipeline.scores import top_indices
+from ..qgis_enums import NO_GEOMETRY, SET_SELECTION
 
 
 class SearchProblem(Exception):
@@ -40,7 +41,7 @@ def read_embeddings(features, fields, field_name=EMBEDDING_FIELD, dim=None, laye
     non-finite) is skipped; a BLOB of the wrong length (a hand edit, another model) is refused.
     """
     require_field(fields, field_name, layer_name)
-    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
+    request = QgsFeatureRequest().setFlags(NO_GEOMETRY)
     request.setSubsetOfAttributes([field_name], fields)
     fids, chunks, skipped = [], [], []
     chunk_fids, blobs = [], []
@@ -168,12 +169,12 @@ def order_by_score(layer, name):
     """Sort the attribute table by the score, best first."""
     config = layer.attributeTableConfig()
     config.setSortExpression(f'"{name}"')
-    config.setSortOrder(Qt.DescendingOrder)
+    config.setSortOrder(Qt.SortOrder.DescendingOrder)
     layer.setAttributeTableConfig(config)
 
 
 def select_best(layer, fids, scores, top):
     """Select the `top` best features; returns their fids, best first."""
     best = [fids[i] for i in top_indices(scores, top)]
-    layer.selectByIds(best, QgsVectorLayer.SetSelection)
+    layer.selectByIds(best, SET_SELECTION)
     return best

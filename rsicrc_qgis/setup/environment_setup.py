@@ -12,6 +12,7 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .. import settings
+from ..qgis_enums import TASK_CAN_CANCEL
 from ..worker.base_python import NoBasePython, check_given, find_base_python
 from ..worker.child_json import child_env
 from ..worker.process import stop_process
@@ -65,7 +66,7 @@ class SetupEnvironmentTask(QgsTask):
     logLine = pyqtSignal(str)
 
     def __init__(self, venv_dir=None, requirements=None, python=None):
-        super().__init__("RSICRC: setting up the Python environment", QgsTask.CanCancel)
+        super().__init__("RSICRC: setting up the Python environment", TASK_CAN_CANCEL)
         self.venv_dir = Path(venv_dir or settings.managed_venv_dir())
         self.requirements = pinned_requirements() if requirements is None else list(requirements)
         self.python = python

@@ -9,20 +9,8 @@ import os
 
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                                 QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
 from .. import settings
 from ..worker.device_check import check_device
@@ -64,7 +52,7 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device_combo)
         self.device_status = QLabel("")
         self.device_status.setWordWrap(True)
-        self.device_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.device_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.device_warning = QLabel("")
         self.device_warning.setWordWrap(True)
         self.device_warning.setStyleSheet("color: #b35900;")
@@ -93,7 +81,7 @@ class SettingsDialog(QDialog):
         actions.addWidget(check)
         actions.addWidget(setup)
         actions.addStretch(1)
-        buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)

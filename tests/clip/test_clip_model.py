@@ -145,6 +145,22 @@ def test_text_config_unknown_and_uncached_is_a_clear_error(tmp_path, tiny_clip_f
         load_clip(str(folder), device="cpu")
 
 
+def test_text_config_is_read_from_the_hugging_face_cache_never_downloaded(tmp_path, tiny_clip_folder, monkeypatch):
+    folder = _copy(tiny_clip_folder, tmp_path / "m", drop=["config.json"])
+    _edit_config(folder, hf_model_name="nobody/cached-text-tower")
+    cache = tmp_path / "hf-cache"
+    snapshot = cache / "models--nobody--cached-text-tower" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_bytes((tiny_clip_folder / "config.json").read_bytes())
+    (cache / "models--nobody--cached-text-tower" / "refs").mkdir()
+    (cache / "models--nobody--cached-text-tower" / "refs" / "main").write_text("0123abc")
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("a download was tried"))
+    clip = load_clip(str(folder), device="cpu", cache_dir=str(cache))
+    assert clip.encode_text(["a road"]).shape[0] == 1
+
+
 def test_missing_tokenizer_is_a_clear_error(tmp_path, tiny_clip_folder):
     folder = _copy(tiny_clip_folder, tmp_path / "m", drop=["tokenizer.json", "tokenizer_config.json"])
     _edit_config(folder, hf_tokenizer_name="nobody/unknown-tokenizer")

@@ -216,3 +216,43 @@ def test_the_wheel_and_the_zip_hold_every_package_folder_of_the_tree(tmp_path):
     (plugin_zip,) = (tmp_path / "dist").glob("rsicrc-*.zip")
     with zipfile.ZipFile(plugin_zip) as zf:
         assert _package_folders(zf.namelist()) == tree
+
+
+def test_bandit_finds_nothing_at_medium_severity():
+    """plugins.qgis.org runs bandit on every upload; at -ll (medium and above) it finds nothing."""
+    proc = subprocess.run([sys.executable, "-m", "bandit", "-q", "-ll", "-r", "model", "pipeline", "rsicrc_qgis",
+                           "__init__.py", "__main__.py"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def _python_for_the_migration_script():
+    """A Python >= 3.12 (what qgis-pyqt5to6 needs): on PATH, or one of pyenv's."""
+    found = [shutil.which(f"python3.{minor}") for minor in (12, 13, 14)]
+    found += sorted(str(p) for p in Path("~/.pyenv/versions").expanduser().glob("3.1[2-9]*/bin/python"))
+    for python in filter(None, found):  # a pyenv shim on PATH may name a version that is not active
+        check = subprocess.run([python, "-c", "import sys, venv; assert sys.version_info >= (3, 12)"],
+                               capture_output=True, timeout=60)
+        if check.returncode == 0:
+            return python
+    return None
+
+
+def test_the_qt6_migration_script_finds_nothing_to_change(tmp_path):
+    """QGIS 4 (Qt6): the official migration script (PyPI qgis-pyqt5to6) leaves rsicrc_qgis/ as it is:
+    scoped enums and exec() everywhere. Its venv is cached outside the clone."""
+    python = _python_for_the_migration_script()
+    if python is None:
+        pytest.skip("no Python 3.12 or newer here for qgis-pyqt5to6")
+    venv = Path("~/.cache/rsicrc-tests/pyqt5to6").expanduser()
+    script = venv / "bin" / "pyqt5to6"
+    if not script.exists():
+        subprocess.run([python, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--pre", "qgis-pyqt5to6",
+                        "PyQt6", "PyQt6-QScintilla"], check=True, timeout=900, capture_output=True)
+    copy = tmp_path / "rsicrc_qgis"
+    shutil.copytree(REPO / "rsicrc_qgis", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([str(script), str(copy)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    changed = [str(p.relative_to(copy)) for p in sorted(copy.rglob("*.py"))
+               if p.read_bytes() != (REPO / "rsicrc_qgis" / p.relative_to(copy)).read_bytes()]
+    assert not changed, f"the migration script rewrites {changed} ({proc.stdout[-2000:]})"

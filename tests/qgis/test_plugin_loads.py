@@ -21,15 +21,17 @@ def test_menu_entries_and_clean_unload(plugin, qgis_iface, monkeypatch):
     import rsicrc
 
     added, removed = [], []
-    monkeypatch.setattr(qgis_iface, "addPluginToMenu",
-                        lambda menu, action: added.append((menu, action.text())), raising=False)
-    monkeypatch.setattr(qgis_iface, "removePluginMenu",
-                        lambda menu, action: removed.append((menu, action.text())), raising=False)
+    for where in ("", "Raster"):
+        monkeypatch.setattr(qgis_iface, f"addPluginTo{where}Menu",
+                            lambda menu, action, w=where: added.append((w, menu, action.text())), raising=False)
+        monkeypatch.setattr(qgis_iface, f"removePlugin{where}Menu",
+                            lambda menu, action, w=where: removed.append((w, menu, action.text())), raising=False)
     second = rsicrc.classFactory(qgis_iface)
     second.initGui()
-    assert ("&RSICRC", "Caption changes…") in added
-    assert ("&RSICRC", "Search changes by text") in added
-    assert ("&RSICRC", "Set up environment…") in added
+    for where in ("", "Raster"):  # the Plugins menu and the Raster menu
+        assert (where, "&RSICRC", "Caption changes…") in added
+        assert (where, "&RSICRC", "Search changes by text") in added
+        assert (where, "&RSICRC", "Set up environment…") in added
     second.unload()
     assert sorted(removed) == sorted(added)
     # The first instance's provider is untouched.

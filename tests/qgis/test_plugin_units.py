@@ -210,6 +210,8 @@ def test_metadata_txt_has_required_fields():
                 "tags", "icon", "hasProcessingProvider"):
         assert general.get(key, "").strip(), key
     assert general["qgisMinimumVersion"] == "3.22"
+    # Offered in QGIS 4 too: an unset maximum means 3.99.
+    assert general["qgisMaximumVersion"] == "4.99" and general["supportsQt6"] == "True"
     assert (REPO / general["icon"]).is_file()
     assert general["version"] == json.loads(json.dumps(__import__("rsicrc").__version__))
 
@@ -259,3 +261,19 @@ def test_a_search_that_reads_fewer_features_than_the_layer_has_says_so():
     search_core.check_all_read("l", 5, 5)
     with pytest.raises(layer_search.SearchProblem, match="Only 3 of the 5 features"):
         search_core.check_all_read("l", 3, 5)
+
+
+def test_qgis_enums_are_this_qgis_own_values():
+    """Each value the plugin uses is the running QGIS's own; the newest name wins where an old one
+    names another enum's value (QgsPalLayerSettings.OverPoint since 3.26)."""
+    from qgis.core import Qgis, QgsPalLayerSettings, QgsProcessing
+
+    from rsicrc.rsicrc_qgis import qgis_enums
+
+    assert qgis_enums.INFO == Qgis.Info and qgis_enums.CRITICAL == Qgis.Critical
+    assert qgis_enums.SOURCE_RASTER == QgsProcessing.TypeRaster
+    placement = getattr(Qgis, "LabelPlacement", None)
+    assert qgis_enums.LABEL_OVER_POINT == (placement.OverPoint if placement else QgsPalLayerSettings.OverPoint)
+    assert qgis_enums.first_of("core.Qgis.NoSuchEnum.Value", "core.Qgis.Info") == Qgis.Info
+    with pytest.raises(AttributeError, match="none of core.Qgis.Nothing"):
+        qgis_enums.first_of("core.Qgis.Nothing")
