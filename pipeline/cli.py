@@ -12,6 +12,7 @@ import traceback
 
 from .caption_params import BATCH_LEFT_OUT, add_caption_arguments, default_clip_model, default_model, from_args
 from .errors import BadInput, PipelineFailure
+from .log import route_library_messages
 from .evaluate.params import add_evaluate_arguments
 from .progress import JsonReporter, Reporter, make_reporter
 from .raster.sources import GDAL_CACHE_MB
@@ -76,6 +77,10 @@ def build_parser():
     d.add_argument("--device", default="auto", help="the --device caption would get (default auto)")
     d.add_argument("--json", action="store_true", help="print the report as one JSON object")
     d.set_defaults(func=_device)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="also print the libraries' warnings and log messages (always in the log file, "
+                                  "$RSICRC_LOG or rsicrc/rsicrc.log in the user cache folder)")
     return p
 
 
@@ -154,6 +159,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # Before GDAL's first read (pipeline/raster/sources.py says why).
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+    route_library_messages(verbose="--verbose" in argv)
     reporter = JsonReporter() if _wants_json(argv) else Reporter()
     try:
         args = build_parser().parse_args(argv)
