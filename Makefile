@@ -20,10 +20,10 @@ system-deps:
 
 # The venv sees the system site-packages so that QGIS's Python bindings (Debian's python3 only)
 # import in the same interpreter as the project.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints-debian12.txt
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pip install -q -e '.[test,ray]' -c constraints-debian12.txt
 	touch $@
 
 test: setup

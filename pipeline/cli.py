@@ -9,8 +9,11 @@ import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from .caption_params import BATCH_LEFT_OUT, add_caption_arguments, default_clip_model, default_model, from_args
+from .environment.torch_build import TORCH_CHOICES
+from .environment.uv_tool import PYPI_SIMPLE
 from .errors import BadInput, PipelineFailure
 from .log import route_library_messages
 from .evaluate.params import add_evaluate_arguments
@@ -77,11 +80,27 @@ def build_parser():
     d.add_argument("--device", default="auto", help="the --device caption would get (default auto)")
     d.add_argument("--json", action="store_true", help="print the report as one JSON object")
     d.set_defaults(func=_device)
+    _add_setup_command(sub)
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="also print the libraries' warnings and log messages (always in the log file, "
                                   "$RSICRC_LOG or rsicrc/rsicrc.log in the user cache folder)")
     return p
+
+
+def _add_setup_command(sub):
+    u = sub.add_parser("setup", help="make the worker's Python environment, as the plugin's \"Set up environment\" "
+                                     "does (standard library only)")
+    u.add_argument("--venv", required=True, metavar="DIR", help="the environment's folder (made or completed)")
+    u.add_argument("--torch", choices=TORCH_CHOICES, default="auto",
+                   help="PyTorch's build: auto (the CUDA build that fits the NVIDIA driver and GPU, else the CPU "
+                        "build; Apple's MPS on macOS), cpu, or cuda")
+    u.add_argument("--python", metavar="BASE", help="the Python 3.11-3.14 to make it from (default: the best one "
+                                                    "found, else one that uv installs)")
+    u.add_argument("--index-url", default=PYPI_SIMPLE, metavar="URL", help="the package index (default PyPI)")
+    u.add_argument("--torch-index-url", metavar="URL", help="a mirror of https://download.pytorch.org/whl/")
+    u.add_argument("--proxy", metavar="URL", help="http://[user:password@]host:port for every download")
+    u.set_defaults(func=_setup)
 
 
 def _caption(args, reporter):
@@ -149,6 +168,19 @@ def _device(args, reporter):
     report = build_report(gather_facts(args.device))
     print(json.dumps(report) if args.json else format_device_report(report))
     return 0 if report["device"] else 1
+
+
+def _setup(args, reporter):
+    from .environment.setup_run import SetupFailed, SetupOptions, report, set_up
+
+    options = SetupOptions(Path(args.venv).absolute(), torch=args.torch, base_python=args.python,
+                           index_url=args.index_url, torch_index=args.torch_index_url, proxy=args.proxy)
+    try:
+        result = set_up(options, on_line=lambda line: print(line, file=sys.stderr, flush=True))
+    except SetupFailed as exc:
+        raise PipelineFailure(f"setting up {args.venv}: {exc}") from None
+    print(report(result))
+    return 0
 
 
 def _raise_interrupt(signum, frame):

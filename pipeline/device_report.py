@@ -6,63 +6,13 @@ machine (nvidia-smi, /proc/driver/nvidia/version), `build_report(facts)` is pure
 facts into the device, its name and memory, or the reason for the CPU, a warning when an NVIDIA
 GPU is present but torch cannot use it, and the command that fixes it.
 """
-import os
 import platform
-import re
-import shutil
-import subprocess
 import sys
 import warnings
+from pathlib import PurePosixPath, PureWindowsPath
 
-NVIDIA_PROC = "/proc/driver/nvidia/version"
-NVIDIA_SMI_TIMEOUT_S = 15
-TORCH_WHEEL_INDEX = "https://download.pytorch.org/whl/"
-# The CUDA build PyPI's Linux wheel of the pinned torch 2.14.1 carries (torch.version.cuda is
-# "13.0" in the reference venv), which is the one to ask pytorch.org's index for when a
-# CPU-only torch (PyPI's Windows wheel, or a +cpu build) sits on a machine with an NVIDIA GPU.
-CUDA_BUILD = "cu130"
-# The oldest driver branch each CUDA major version runs on (NVIDIA's CUDA toolkit release notes,
-# "minor version compatibility": 12.x needs >= 525, 13.x needs >= 580).
-MIN_DRIVER = {11: 450, 12: 525, 13: 580}
-
-
-def _nvidia_smi(smi):
-    try:
-        proc = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"error": f"{smi} failed: {exc}"}
-    if proc.returncode != 0:
-        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
-        return {"error": f"{smi}: " + (last[0] if last else f"exit code {proc.returncode}")}
-    gpus, driver = [], None
-    for line in proc.stdout.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 2:
-            gpus.append(parts[0])
-            driver = driver or parts[1]
-    return {"gpus": gpus, "driver": driver}
-
-
-def nvidia_facts(which=shutil.which, proc_file=NVIDIA_PROC):
-    """Whether an NVIDIA driver is installed, independent of torch."""
-    smi = which("nvidia-smi")
-    facts = {"smi": smi, "proc": os.path.isfile(proc_file), "gpus": [], "driver": None}
-    if facts["proc"]:
-        try:
-            with open(proc_file, encoding="utf-8", errors="replace") as f:
-                found = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?(\d+[.\d]*)", f.read())
-            facts["driver"] = found.group(1) if found else None
-        except OSError:
-            pass
-    if smi:
-        answer = _nvidia_smi(smi)
-        facts["gpus"] = answer.get("gpus", [])
-        facts["driver"] = answer.get("driver") or facts["driver"]
-        if "error" in answer:
-            facts["smi_error"] = answer["error"]
-    return facts
-
+from .environment.nvidia import NVIDIA_PROC, driver_major, min_driver, nvidia_facts
+from .environment.torch_build import NoTorchBuild, choose_torch_build
 
 def gather_facts(requested="auto"):
     """Everything build_report needs, from torch and the machine."""
@@ -107,16 +57,18 @@ def _base_version(version):
 
 
 def _cuda_fix(facts):
-    python = facts.get("python") or "python"
-    torch_v = _base_version(facts.get("torch"))
-    vision = _base_version(facts.get("torchvision"))
-    pkgs = f"torch=={torch_v}+{CUDA_BUILD}" + (f" torchvision=={vision}+{CUDA_BUILD}" if vision else "")
-    return f'"{python}" -m pip install {pkgs} --index-url {TORCH_WHEEL_INDEX}{CUDA_BUILD}'
-
-
-def _driver_major(driver):
-    found = re.match(r"(\d+)", driver or "")
-    return int(found.group(1)) if found else None
+    """How to put the CUDA build that fits this driver and GPU (torch_build.py) into the worker's
+    environment: the set-up again, asked for CUDA; or why there is no such build."""
+    try:
+        build = choose_torch_build("cuda", facts.get("platform") or sys.platform, facts.get("machine") or "",
+                                   facts.get("nvidia") or {})
+    except NoTorchBuild as exc:
+        return str(exc)
+    flavour = PureWindowsPath if facts.get("platform") == "win32" else PurePosixPath
+    python = flavour(facts.get("python") or "python")
+    venv = python.parent.parent if python.parent.name in ("bin", "Scripts") else python.parent
+    return (f'Run "Set up environment" again, or in the folder that holds the plugin\'s rsicrc folder: python3 -m '
+            f'rsicrc setup --venv "{venv}" --torch cuda (it installs the {build.name} build)')
 
 
 def _nvidia_present(nvidia):
@@ -138,8 +90,8 @@ def _no_gpu_reason(facts):
         if not cuda:
             reason = f"this torch ({facts.get('torch')}) is a CPU-only build"
             return reason, f"{gpu} is present, but {reason}, so rsicrc runs on the CPU.", _cuda_fix(facts)
-        need = MIN_DRIVER.get(int(cuda.split(".")[0])) if cuda.split(".")[0].isdigit() else None
-        have = _driver_major(nvidia.get("driver"))
+        need = min_driver(int(cuda.split(".")[0]), facts.get("platform")) if cuda.split(".")[0].isdigit() else None
+        have = driver_major(nvidia.get("driver"))
         told = facts.get("cuda_warning")
         if need and have is not None and have < need:
             reason = f"the NVIDIA driver {nvidia['driver']} is too old for torch's CUDA {cuda} (needs {need} or newer)"

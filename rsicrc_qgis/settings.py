@@ -12,13 +12,13 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 from ..pipeline.caption_params import DEVICES
+from ..pipeline.environment.setup_run import PLUGIN_DIR, venv_python
 
 KEY_PREFIX = "rsicrc/"
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEARCH_FIELD = "search_score"
 
 # The plugin folder is the package root: rsicrc_qgis/ sits right under it.
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
 
 def _get(key, default=""):
@@ -33,13 +33,6 @@ def _set(key, value):
 def managed_venv_dir():
     """The venv that "Set up environment" creates, inside the QGIS profile (user-writable)."""
     return Path(QgsApplication.qgisSettingsDirPath()) / "rsicrc" / "venv"
-
-
-def venv_python(venv_dir):
-    venv_dir = Path(venv_dir)
-    if os.name == "nt":
-        return venv_dir / "Scripts" / "python.exe"
-    return venv_dir / "bin" / "python"
 
 
 def interpreter_candidates():

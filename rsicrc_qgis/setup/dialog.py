@@ -1,4 +1,4 @@
-"""The live log of "Set up environment" (pip's output as it comes)."""
+"""The live log of "Set up environment" (uv's output as it comes: each download and its size)."""
 import sys
 
 from qgis.core import QgsApplication
@@ -9,14 +9,14 @@ from .environment_setup import SetupEnvironmentTask, environment_cost
 
 
 class SetupDialog(QDialog):
-    def __init__(self, parent=None, venv_dir=None, requirements=None, python=None):
+    def __init__(self, parent=None, venv_dir=None, python=None, **options):
         super().__init__(parent)
         self.setWindowTitle("RSICRC: set up the Python environment")
         self.resize(760, 420)
-        self.task = SetupEnvironmentTask(venv_dir, requirements, python)
-        self.label = QLabel(f"Creating {self.task.venv_dir} and installing "
-                            f"{len(self.task.requirements)} packages and their dependencies "
-                            f"({environment_cost(sys.platform)}; this takes minutes).")
+        self.task = SetupEnvironmentTask(venv_dir, python, **options)
+        self.label = QLabel(f"Creating {self.task.venv_dir} with the packages pinned in the plugin's pyproject.toml "
+                            f"and the PyTorch build that fits this machine ({environment_cost(sys.platform)} with "
+                            f"the CUDA build; this takes minutes). Each download and its size shows below.")
         self.label.setWordWrap(True)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)

@@ -3,7 +3,7 @@ in the configured environment (QGIS never imports torch). Blocking: run it from 
 from dataclasses import dataclass, field
 
 from .. import settings
-from .child_json import ask_child
+from ...pipeline.environment.child_json import ask_child
 from .environment import EnvironmentProblem, child_command, resolve_python
 
 DEVICE_TIMEOUT_S = 120

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import settings
-from .child_json import ask_child
+from ...pipeline.environment.child_json import ask_child
 
 CHECK_TIMEOUT_S = 180
 CHECK_MODULES = ("numpy", "torch", "torchvision", "open_clip", "rasterio", "pyogrio", "shapely")

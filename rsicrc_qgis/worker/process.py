@@ -7,17 +7,15 @@ within a fraction of a second even while the child is silent (loading a model).
 import collections
 import os
 import queue
-import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
 
 from . import protocol
-from .child_json import child_env
+from ...pipeline.environment.child_json import child_env, stop_process
 from .environment import EnvironmentProblem, child_command, explain_failure, resolve_python
 
 POLL_S = 0.1
-TERMINATE_GRACE_S = 10
 
 
 class CliFailure(Exception):
@@ -44,26 +42,6 @@ def _pump(stream, sink):
     for line in iter(stream.readline, ""):
         sink(line)
     stream.close()
-
-
-def stop_process(proc, grace=TERMINATE_GRACE_S):
-    """SIGTERM the child's whole process group, then SIGKILL what is left after `grace` s."""
-    if proc.poll() is not None:
-        return
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        proc.wait()
 
 
 def start(args, python=None):

@@ -11,9 +11,9 @@ import queue
 import subprocess
 import threading
 
-from .child_json import child_env
+from ...pipeline.environment.child_json import child_env, stop_process
 from .environment import EnvironmentProblem, child_command, explain_failure, resolve_python
-from .process import POLL_S, Canceled, stop_process
+from .process import POLL_S, Canceled
 
 REQUEST_TIMEOUT_S = 900  # the first request may download and load a model
 

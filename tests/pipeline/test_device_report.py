@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from rsicrc.pipeline.device_report import build_report, format_device_report, gather_facts, nvidia_facts
+from rsicrc.pipeline.device_report import build_report, format_device_report, gather_facts
+from rsicrc.pipeline.environment.nvidia import nvidia_facts
 
 NO_NVIDIA = {"smi": None, "proc": False, "gpus": [], "driver": None}
 H200 = {"smi": "/usr/bin/nvidia-smi", "proc": True, "gpus": ["NVIDIA H200"], "driver": "580.65.06"}
@@ -40,8 +41,8 @@ def test_nvidia_gpu_with_cpu_only_torch_says_which_command_fixes_it():
                            torchvision="0.29.1+cpu", python=r"C:\rsicrc\venv\Scripts\python.exe"))
     assert r["device"] == "cpu" and "CPU-only build" in r["reason"]
     assert "NVIDIA H200 (driver 580.65.06) is present" in r["warning"]
-    assert r["fix"] == (r'"C:\rsicrc\venv\Scripts\python.exe" -m pip install torch==2.14.1+cu130 '
-                        "torchvision==0.29.1+cu130 --index-url https://download.pytorch.org/whl/cu130")
+    assert r["fix"].endswith('python3 -m rsicrc setup --venv "C:\\rsicrc\\venv" --torch cuda (it installs the cu130 '
+                             "build)"), r["fix"]
 
 
 def test_driver_too_old_for_torchs_cuda():
@@ -105,7 +106,8 @@ def test_nvidia_facts_from_proc_and_nvidia_smi(tmp_path):
     smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 590.10, 143771'\necho 'NVIDIA H200, 590.10, 143771'\n")
     smi.chmod(0o755)
     got = nvidia_facts(which=lambda _name: str(smi), proc_file=str(tmp_path / "absent"))
-    assert got == {"smi": str(smi), "proc": False, "gpus": ["NVIDIA H200", "NVIDIA H200"], "driver": "590.10"}
+    assert got == {"smi": str(smi), "proc": False, "gpus": ["NVIDIA H200", "NVIDIA H200"], "driver": "590.10",
+                   "compute_caps": [None, None]}
     broken = tmp_path / "broken-smi"
     broken.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver'\n"
                       "exit 9\n")

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from rsicrc.rsicrc_qgis.worker import base_python as bp
-from rsicrc.rsicrc_qgis.worker.base_python import Host, NoBasePython, candidates, find_base_python
+from rsicrc.pipeline.environment.base_python import Host, NoBasePython, candidates, find_base_python
+from rsicrc.pipeline.environment import base_python as bp
 
 
-def fake_python(path, version=(3, 12, 4), missing=(), bits=64, **more):
+def fake_python(path, version=(3, 12, 4), bits=64, **more):
     """more: machine="arm64", macos="13.6", as platform.machine()/mac_ver() would answer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    answer = json.dumps({"version": list(version), "executable": str(path), "bits": bits, "missing": list(missing),
-                         **more})
+    answer = json.dumps({"version": list(version), "executable": str(path), "bits": bits, **more})
     path.write_text(f"#!/bin/sh\necho '{answer}'\n")
     path.chmod(0o755)
     return path
@@ -76,7 +75,7 @@ def test_windows_qgis_binary_itself_is_never_taken(tmp_path):
         find_base_python(host("win32", exe, root / "apps" / "Python312", PATH=str(root / "bin")))
     text = str(err.value)
     assert "python3.exe: is not a working Python" in text and "qgis-bin.exe" not in text
-    assert "https://www.python.org/downloads/windows/" in text and "64-bit Python 3.12" in text
+    assert "https://www.python.org/downloads/windows/" in text and "64-bit Python 3.13" in text
 
 
 def test_macos_bundle_python_next_to_the_app_binary(tmp_path):
@@ -107,7 +106,7 @@ def test_macos_old_bundle_is_refused_with_what_to_install(tmp_path):
         find_base_python(host("darwin", exe, contents / "MacOS", (3, 9)))
     text = str(err.value)
     assert "Python 3.9.5 is too old" in text and "python.org/downloads/macos" in text
-    assert "brew install python@3.12" in text and "Apple silicon" in text
+    assert "brew install python@3.13" in text and "Apple silicon" in text
 
 
 def test_linux_system_python_qgis_links(tmp_path):
@@ -124,27 +123,31 @@ def test_linux_system_python_qgis_links(tmp_path):
 
 
 def test_linux_distribution_python_out_of_range_finds_another(tmp_path):
-    """Ubuntu 22.04 links 3.10 (too old for shapely 2.2), Fedora 41 3.13 (too new for numpy < 2);
-    a python3.12 on PATH (deadsnakes, pyenv) is taken."""
+    """Ubuntu 22.04 links 3.10 (too old for shapely 2.2), a future distribution 3.15 (past torch
+    2.14's wheels); a python3.13 on PATH (Debian 13, Fedora 41) is taken."""
     usr, extra = tmp_path / "usr", tmp_path / "opt" / "bin"
     qgis = fake_binary(usr / "bin" / "qgis")
     fake_python(usr / "bin" / "python3.10", (3, 10, 12))
-    fake_python(usr / "bin" / "python3", (3, 13, 1))
-    good = fake_python(extra / "python3.12", (3, 12, 3))
+    fake_python(usr / "bin" / "python3", (3, 15, 0))
+    good = fake_python(extra / "python3.13", (3, 13, 5))
     h = host("linux", qgis, usr, (3, 10), PATH=f"{usr / 'bin'}:{extra}")
     seen = []
     assert find_base_python(h, on_probe=seen.append).path == str(good)
     assert [p.ok for p in seen] == [False, False, True]
-    assert "too new" in seen[1].problem and "numpy" in seen[1].problem
+    assert "too new" in seen[1].problem and "3.14" in seen[1].problem
 
 
-def test_linux_without_venv_module_says_which_package(tmp_path):
+@pytest.mark.parametrize("version", [(3, 11, 2), (3, 12, 8), (3, 13, 5), (3, 14, 0)])
+def test_python_3_11_to_3_14_is_taken(tmp_path, version):
+    assert bp.probe(str(fake_python(tmp_path / "python3", version))).ok
+
+
+def test_a_python_without_venv_or_pip_is_taken(tmp_path):
+    """uv makes the venv and downloads: Debian's python3 without python3-venv, or macOS's bundle
+    without pip, is a base as good as any."""
     usr = tmp_path / "usr"
-    fake_python(usr / "bin" / "python3.11", (3, 11, 2), missing=["ensurepip"])
-    with pytest.raises(NoBasePython) as err:
-        find_base_python(host("linux", usr / "bin" / "qgis", usr, (3, 11)))
-    text = str(err.value)
-    assert "lacks ensurepip" in text and "sudo apt install python3-venv" in text
+    linked = fake_python(usr / "bin" / "python3.11", (3, 11, 2), missing=["venv", "ensurepip", "ssl"])
+    assert find_base_python(host("linux", usr / "bin" / "qgis", usr, (3, 11))).path == str(linked)
 
 
 def test_32_bit_python_is_refused(tmp_path):
@@ -184,15 +187,14 @@ def test_real_probe_of_this_machines_python():
     assert result.ok == (bp.SUPPORTED[0] <= tuple(sys.version_info[:2]) <= bp.SUPPORTED[1])
 
 
-def test_supported_range_follows_the_pins():
-    """SUPPORTED comes from these pins' wheels on PyPI (see its comment): a changed pin must
-    come with a re-checked range."""
-    from rsicrc.rsicrc_qgis.setup.environment_setup import pinned_requirements
+def test_supported_range_is_pyprojects_requires_python():
+    """SUPPORTED is pyproject's requires-python (QGIS's own Python may lack tomllib, so it is not
+    read there): a changed range must change both."""
+    import tomllib
 
-    pins = set(pinned_requirements())
-    assert {"torch==2.14.1", "shapely==2.2.0", "numpy>=1.24,<2"} <= pins, (
-        "a pin that sets base_python.SUPPORTED changed: re-check the Python range on PyPI")
-    assert bp.SUPPORTED == ((3, 11), (3, 12))
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    (a, b), (c, d) = bp.SUPPORTED
+    assert project["requires-python"] == f">={a}.{b},<{c}.{d + 1}"
 
 
 def test_setup_task_refuses_an_old_python(qgis_app, tmp_path, wait_signal):
@@ -201,10 +203,10 @@ def test_setup_task_refuses_an_old_python(qgis_app, tmp_path, wait_signal):
     from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask
 
     old = fake_python(tmp_path / "py39" / "python", (3, 9, 2))
-    task = SetupEnvironmentTask(tmp_path / "venv", requirements=[], python=str(old))
+    task = SetupEnvironmentTask(tmp_path / "venv", python=str(old))
     QgsApplication.taskManager().addTask(task)
     wait_signal(task.taskTerminated, 60)
-    assert "Python 3.9.2 is too old" in task.error and "Python 3.11 to 3.12" in task.error
+    assert "Python 3.9.2 is too old" in task.error and "Python 3.11 to 3.14" in task.error
     assert not (tmp_path / "venv").exists()
 
 
@@ -222,24 +224,32 @@ def test_setup_dialog_states_the_cost_for_this_platform(qgis_app, tmp_path):
     from rsicrc.rsicrc_qgis.setup.dialog import SetupDialog
     from rsicrc.rsicrc_qgis.setup.environment_setup import ENV_COST
 
-    dialog = SetupDialog(venv_dir=tmp_path / "venv", requirements=["torch==2.14.1"])
+    dialog = SetupDialog(venv_dir=tmp_path / "venv")
     assert ENV_COST[sys.platform if sys.platform in ENV_COST else "linux"] in dialog.label.text()
     dialog.deleteLater()
 
 
 def test_setup_task_finds_the_base_python_itself(qgis_app, tmp_path, monkeypatch, wait_signal):
-    """No interpreter given: the search runs inside the task and the log names what it took."""
+    """No interpreter given: the search runs inside the task and the log names what it took; the
+    set-up then runs against a package index on 127.0.0.1 (tests/pipeline/local_index.py)."""
     from qgis.core import QgsApplication, QgsSettings
 
+    from local_index import index_server, package_index, real_uv_wheel
     from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask
 
     monkeypatch.setenv(bp.ENV_VAR, sys.executable)
-    task = SetupEnvironmentTask(tmp_path / "venv", requirements=[])
-    lines = []
-    task.logLine.connect(lines.append)
-    QgsApplication.taskManager().addTask(task)
-    wait_signal(task.taskCompleted, 300)
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    root, pyproject = package_index(tmp_path, real_uv_wheel(tmp_path / "uv-wheel"))
+    with index_server(root) as server:
+        task = SetupEnvironmentTask(tmp_path / "venv", torch="cpu", index_url=f"{server.url}/simple",
+                                    torch_index=f"{server.url}/torch", pyproject=pyproject, uv_folder=tmp_path / "uv")
+        lines = []
+        task.logLine.connect(lines.append)
+        QgsApplication.taskManager().addTask(task)
+        wait_signal(task.taskCompleted, 300)
     version = ".".join(map(str, sys.version_info[:3]))
     assert f"{sys.executable}: Python {version}, using it" in lines
     assert (tmp_path / "venv" / "bin" / "python").is_file()
+    assert QgsSettings().value("rsicrc/python") == str(tmp_path / "venv" / "bin" / "python")
+    assert lines[-1].startswith(f"Done: rsicrc will run with {tmp_path / 'venv' / 'bin' / 'python'} (PyTorch cpu build")
     QgsSettings().remove("rsicrc/python")

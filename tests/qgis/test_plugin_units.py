@@ -71,30 +71,36 @@ def test_caption_args_and_parameter_checks(tmp_path):
             caption_job.caption_args({"before": "b.tif", "after": "a.tif", "output": out, "bands": bad})
 
 
-def test_pinned_requirements_come_from_pyproject():
-    from rsicrc.rsicrc_qgis.setup.environment_setup import pinned_requirements, setup_commands
+def test_the_setup_task_uses_qgis_proxy_for_every_download(qgis_app, tmp_path, monkeypatch, wait_signal):
+    """The proxy of QGIS's network settings reaches uv's own download and uv's (a loopback proxy
+    counts what passes; the index is on 127.0.0.1 too)."""
+    from qgis.core import QgsApplication, QgsNetworkAccessManager
+    from qgis.PyQt.QtNetwork import QNetworkProxy
 
-    reqs = pinned_requirements()
-    assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("rasterio") for r in reqs)
-    cmds = setup_commands(Path("/tmp/v"), reqs, python="/usr/bin/python3")
-    assert cmds[0] == ["/usr/bin/python3", "-m", "venv", "/tmp/v"]
-    assert cmds[-1][-len(reqs):] == reqs
+    from local_index import index_server, package_index, proxy_server, real_uv_wheel
+    from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask, qgis_proxy
 
-
-def test_setup_environment_task_streams_log(qgis_app, tmp_path, wait_signal):
-    """A real venv creation with the pip step, log lines arriving while it runs."""
-    from qgis.core import QgsApplication
-
-    from rsicrc.rsicrc_qgis.setup.environment_setup import SetupEnvironmentTask
-
-    task = SetupEnvironmentTask(tmp_path / "venv", requirements=[], python=sys.executable)
-    lines = []
-    task.logLine.connect(lines.append)
-    QgsApplication.taskManager().addTask(task)
-    wait_signal(task.taskCompleted, 300)
-    assert (tmp_path / "venv" / "bin" / "python").is_file()
-    assert any(line.startswith("$ ") and "venv" in line for line in lines)
-    assert any("pip" in line.lower() for line in lines if not line.startswith("$ "))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    root, pyproject = package_index(tmp_path, real_uv_wheel(tmp_path / "uv-wheel"))
+    manager = QgsNetworkAccessManager.instance()
+    saved = manager.fallbackProxy()
+    with index_server(root) as server, proxy_server() as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        manager.setFallbackProxyAndExcludes(QNetworkProxy(QNetworkProxy.ProxyType.HttpProxy, "127.0.0.1", port), [], [])
+        try:
+            assert qgis_proxy() == proxy.url
+            task = SetupEnvironmentTask(tmp_path / "venv", python=sys.executable, torch="cpu",
+                                        index_url=f"{server.url}/simple", torch_index=f"{server.url}/torch",
+                                        pyproject=pyproject, uv_folder=tmp_path / "uv")
+            lines = []
+            task.logLine.connect(lines.append)
+            QgsApplication.taskManager().addTask(task)
+            wait_signal(task.taskCompleted, 300)
+        finally:
+            manager.setFallbackProxyAndExcludes(saved, [], [])
+    through = [path for _, path, _ in proxy.requests]
+    assert any(p.endswith("/simple/uv/") for p in through) and any("/torch/cpu/torch/" in p for p in through)
+    assert any(line.startswith("$ ") and " venv " in line for line in lines)  # the log streams each step
     QgsSettings().remove("rsicrc/python")
 
 
@@ -235,7 +241,7 @@ def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monk
     the other plugins' folders: one named like a dependency cannot shadow it."""
     from rsicrc.rsicrc_qgis import settings
     from rsicrc.rsicrc_qgis.worker import environment
-    from rsicrc.rsicrc_qgis.worker.child_json import child_env
+    from rsicrc.pipeline.environment.child_json import child_env
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -7,8 +7,12 @@ Standard library only: the headless set-up runs it without QGIS.
 """
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
+
+# How long a child asked to stop (SIGTERM: it ends like Ctrl-C) has before it is killed.
+TERMINATE_GRACE_S = 10
 
 
 def child_env(extra=None):
@@ -60,3 +64,23 @@ def _last_json(stdout, accept):
         if accept(value):
             return value
     return None
+
+
+def stop_process(proc, grace=TERMINATE_GRACE_S):
+    """SIGTERM the child's whole process group, then SIGKILL what is left after `grace` s."""
+    if proc.poll() is not None:
+        return
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from .child_json import ask_child
 
-# The Python versions the pinned wheels (pyproject.toml) exist for, both ends inclusive.
-# Source: PyPI's files for the pins, resolved with `pip install --dry-run --only-binary=:all:
-# --python-version X.Y --platform ...` for Linux x86_64 (2026-12-01): torch==2.14.1 declares
-# Requires-Python >=3.10, shapely==2.2.0 declares >=3.11 (so 3.10 fails), and numpy>=1.24,<2
-# ends at 1.26.4, whose wheels stop at cp312 (so 3.13 and 3.14 would have to compile numpy).
-# tests/qgis/test_base_python.py fails when those pins change, so this range is revisited.
-SUPPORTED = ((3, 11), (3, 12))
+# The Python versions the pinned wheels (pyproject.toml) exist for, both ends inclusive: its
+# requires-python (tests/qgis/test_base_python.py holds the two equal; QGIS's own Python may be
+# older than tomllib, so it is not read here). torch==2.14.1 has wheels for cp310-cp314 and
+# shapely==2.2.0 needs 3.11; numpy is no longer held below 2 in the worker's environment.
+SUPPORTED = ((3, 11), (3, 14))
+# What to install where none fits: the newest Python every pinned package has wheels for on every
+# OS (checked in Debian 13's chroot: tools/chroot_tests.sh).
+RECOMMENDED = (3, 13)
 # Machines torch==2.14.1 has wheels for (PyPI's files: manylinux_2_28 x86_64 and aarch64,
 # win_amd64, macosx_14_0_arm64), and the oldest macOS those take.
 WHEEL_MACHINES = {"linux": ("x86_64", "aarch64"), "win32": ("amd64", "x86_64"), "darwin": ("arm64",)}
@@ -35,14 +36,13 @@ MIN_MACOS = (14, 0)
 ENV_VAR = "RSICRC_BASE_PYTHON"  # an explicit choice wins over the search
 PROBE_TIMEOUT_S = 30
 
-# One line of JSON: the version, and the modules `python -m venv` + pip need. Debian/Ubuntu
-# split ensurepip into python3-venv, and a Python without ssl cannot download from PyPI.
+# One line of JSON: what decides whether the wheels exist for it. uv makes the venv and
+# downloads, so neither venv, ensurepip, pip nor ssl is needed in the base Python.
 PROBE = (
-    "import json, platform, sys, importlib.util as u\n"
+    "import json, platform, sys\n"
     "print(json.dumps({'version': list(sys.version_info[:3]), 'executable': sys.executable,"
     " 'bits': 64 if sys.maxsize > 2**32 else 32, 'machine': platform.machine(),"
-    " 'macos': platform.mac_ver()[0],"
-    " 'missing': [m for m in ('venv', 'ensurepip', 'ssl') if u.find_spec(m) is None]}))\n"
+    " 'macos': platform.mac_ver()[0]}))\n"
 )
 
 
@@ -223,7 +223,7 @@ def judge(version, platform, answer):
     if tuple(version[:2]) < low:
         return f"Python {shown} is too old: the pinned packages (shapely 2.2, torch 2.14) need {_span()}"
     if tuple(version[:2]) > high:
-        return f"Python {shown} is too new: numpy < 2 (pinned) has no wheels past Python {high[0]}.{high[1]}"
+        return f"Python {shown} is too new: the pinned packages (torch 2.14) have no wheels past {high[0]}.{high[1]}"
     if answer.get("bits", 64) != 64:
         return f"Python {shown} is a 32-bit build; PyTorch needs a 64-bit Python"
     machine = (answer.get("machine") or "").lower()
@@ -232,8 +232,6 @@ def judge(version, platform, answer):
     macos = tuple(int(p) for p in (answer.get("macos") or "").split(".")[:2] if p.isdigit())
     if platform == "darwin" and macos and macos < MIN_MACOS:
         return f"macOS {answer['macos']} is too old: PyTorch 2.14's wheels need macOS {MIN_MACOS[0]} or later"
-    if answer.get("missing"):
-        return f"Python {shown} lacks {', '.join(answer['missing'])}"
     return None
 
 
@@ -242,10 +240,10 @@ def _span():
     return f"Python {a}.{b} to {c}.{d}"
 
 
-def install_advice(platform, missing=()):
+def install_advice(platform):
     """What to install, in one sentence, for this platform."""
     (a, b), (c, d) = SUPPORTED
-    want = f"{c}.{d}"
+    want = f"{RECOMMENDED[0]}.{RECOMMENDED[1]}"
     if platform == "win32":
         text = (f"Install 64-bit Python {want} from https://www.python.org/downloads/windows/ and run "
                 "\"Set up environment\" again")
@@ -254,12 +252,8 @@ def install_advice(platform, missing=()):
                 f"python@{want}`) and run \"Set up environment\" again; PyTorch 2.14 has macOS wheels for "
                 "Apple silicon (macOS 14 or later) only")
     else:
-        text = (f"Install Python {want} (or {a}.{b}) with its venv module from your distribution, e.g. "
-                f"`sudo apt install python{want} python{want}-venv` (Debian/Ubuntu) or `sudo dnf install "
-                f"python{want}` (Fedora), and run \"Set up environment\" again")
-    if platform not in ("win32", "darwin") and "ensurepip" in missing:
-        text = ("Install the venv module (Debian/Ubuntu: `sudo apt install python3-venv`), or "
-                + text[0].lower() + text[1:])
+        text = (f"Install Python {a}.{b} to {want} from your distribution (e.g. `sudo apt install python3` on "
+                f"Debian/Ubuntu, `sudo dnf install python3` on Fedora) and run \"Set up environment\" again")
     return text + f"; or point {ENV_VAR} at such a python."
 
 
@@ -280,11 +274,10 @@ def find_base_python(host=None, run=probe, on_probe=None):
         tried.append(result)
     if tried:
         listed = "; ".join(f"{t.path}: {t.problem}" for t in tried)
-        head = f"No usable Python ({_span()}, 64-bit, with venv) was found. Tried {listed}."
+        head = f"No usable Python ({_span()}, 64-bit) was found. Tried {listed}."
     else:
         head = f"No Python was found to create the environment with ({_span()} needed)."
-    missing = ("ensurepip",) if any("ensurepip" in t.problem for t in tried) else ()
-    raise NoBasePython(f"{head} {install_advice(host.platform, missing)}")
+    raise NoBasePython(f"{head} {install_advice(host.platform)}")
 
 
 def check_given(path, run=probe):
