@@ -1,5 +1,5 @@
-"""A package index on 127.0.0.1 made in the test (for tests/pipeline/test_environment_setup.py and the QGIS set-up task), and wheels to fill it: the set-up's network parts
-are tested against it, never the internet."""
+"""A package index on 127.0.0.1 made in the test, and wheels to fill it: the set-up's network parts
+(tests/pipeline/test_environment_setup.py, the QGIS set-up task) are tested against it, never the internet."""
 import base64
 import hashlib
 import http.server
@@ -21,7 +21,8 @@ def write_wheel(folder, dist, version, files, tag="py3-none-any", data_scripts=N
     for script, body in (data_scripts or {}).items():
         members[f"{name}-{version}.data/scripts/{script}"] = body
     members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode()
-    members[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: rsicrc-tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
+    members[f"{info}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: rsicrc-tests\nRoot-Is-Purelib: true\n"
+                                f"Tag: {tag}\n").encode()
     record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b'=').decode()},"
               f"{len(body)}" for path, body in members.items()]
     members[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()

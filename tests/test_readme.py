@@ -143,7 +143,7 @@ def test_make_demo_with_a_model_folder(small_checkpoint, tmp_path):
     assert f"{SAMPLE_TILES} tiles," in proc.stdout and "top captions:" in proc.stdout
     # The top captions printed are the layer's most frequent change captions, best tiles for the query next.
     assert any(" x  " in line and line.split(" x  ", 1)[1] in set(rows["caption"]) for line in proc.stdout.splitlines())
-    assert f"tiles scored into field q_many_buildings_have_been_built; top 5:" in proc.stdout
+    assert "tiles scored into field q_many_buildings_have_been_built; top 5:" in proc.stdout
     assert f"output: {out.resolve()}" in proc.stdout
 
 

@@ -81,7 +81,8 @@ def find_uv(folder, index_url=PYPI_SIMPLE, proxy=None, on_line=print, platform=s
                if wheel_fits(urllib.parse.unquote(href.split("#")[0].rsplit("/", 1)[-1]), platform, machine)
                and urllib.parse.unquote(href.rsplit("/", 1)[-1]).startswith(wanted)]
     if not fitting:
-        raise UvUnavailable(f"{page_url} has no uv {UV_VERSION} wheel for {platform} {machine or host_platform.machine()}")
+        where = f"{platform} {machine or host_platform.machine()}"
+        raise UvUnavailable(f"{page_url} has no uv {UV_VERSION} wheel for {where}")
     href = fitting[0]
     url, _, fragment = urllib.parse.urljoin(page_url, href).partition("#")
     on_line(f"downloading uv {UV_VERSION} from {_host(url)}")

@@ -95,8 +95,9 @@ def uv_offline_caches(tmp_path, monkeypatch):
 
 
 def _options(server, pyproject, tmp_path, **more):
-    return setup_run.SetupOptions(tmp_path / "venv", index_url=f"{server.url}/simple", torch_index=f"{server.url}/torch",
-                                  pyproject=pyproject, uv_folder=tmp_path / "uv", **more)
+    return setup_run.SetupOptions(tmp_path / "venv", index_url=f"{server.url}/simple",
+                                  torch_index=f"{server.url}/torch", pyproject=pyproject, uv_folder=tmp_path / "uv",
+                                  **more)
 
 
 def test_set_up_without_a_gpu_installs_the_cpu_build(package_index, base_without_pip, tmp_path, monkeypatch):
@@ -143,7 +144,8 @@ def test_a_failed_step_is_one_line(package_index, base_without_pip, tmp_path, mo
     pyproject.write_text(pyproject.read_text().replace("rsicrc-fake-dep==1.0", "rsicrc-fake-dep==9.9"))
     with pytest.raises(setup_run.SetupFailed) as err:
         setup_run.set_up(_options(server, pyproject, tmp_path, base_python=base_without_pip), lambda line: None)
-    assert str(err.value).startswith("installing the dependencies (PyTorch: cpu) failed:") and "\n" not in str(err.value)
+    message = str(err.value)
+    assert message.startswith("installing the dependencies (PyTorch: cpu) failed:") and "\n" not in message
     with pytest.raises(setup_run.SetupFailed, match="--torch cuda: no NVIDIA GPU"):
         setup_run.set_up(_options(server, pyproject, tmp_path, torch="cuda"), lambda line: None)
 
