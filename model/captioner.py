@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from . import change_score as _change
 from .device import resolve_device, resolve_dtype
 from .errors import ModelLoadError
-from .loading import (DEFAULT_SOURCE, WEIGHTS, build_network, read_config, read_state_dict,
-                      read_vocab, resolve_source, sha256_of)
+from .loading import (DEFAULT_SOURCE, WEIGHTS, build_network, read_config, read_state_dict, read_vocab, resolve_source,
+                      sha256_of)
 from .preprocess import preprocess as _preprocess
 
 

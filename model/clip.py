@@ -14,7 +14,6 @@ configuration locally and the folder loader points open_clip at it.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import bounded_json
 from .clip_textcfg import resolve_text_config
 from .device import resolve_device
 from .errors import ModelLoadError
-from .loading import sha256_of
+from .loading import MAX_JSON_BYTES, sha256_of
 from .sources import HUB_PREFIX, LOCAL_PREFIX, ModelFiles, hub_offline, resolve
 
 DEFAULT_CLIP_SOURCE = "hf-hub:joaodaniel/RS-M-CLIP"
@@ -53,8 +53,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 def _read_open_clip_config(folder: Path) -> dict:
     path = folder / CONFIG_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = bounded_json.load_file(path, MAX_JSON_BYTES)
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path} is not readable JSON: {exc}") from exc
     model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("vision_cfg"), dict) \

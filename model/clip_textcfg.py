@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import bounded_json
 from .errors import ModelLoadError
 
 _XLMR_COMMON = {
@@ -47,8 +48,8 @@ def _is_config_dir(path: Path) -> bool:
     if not cfg.is_file():
         return False
     try:
-        return "model_type" in json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "model_type" in bounded_json.load_file(cfg, 16 * 2**20)
+    except (OSError, ValueError, TypeError):
         return False
 
 

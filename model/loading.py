@@ -4,10 +4,10 @@ The checkpoint is untrusted input: it is read with `torch.load(weights_only=True
 unpickles tensors and plain containers only, and its sha256 is recorded.
 """
 import hashlib
-import json
 
 import torch
 
+from . import bounded_json
 from .config import RsicrcConfig
 from .errors import ModelLoadError
 from .network import RsicrcNet
@@ -20,6 +20,10 @@ WEIGHTS = FILES[2]
 
 
 RSICRC_FILES = ModelFiles("RSICRC", "--model", "RSICRC_MODEL", required=FILES)
+
+
+# config.json and levir_vocab.json are a few KB; a bigger one is not a model's.
+MAX_JSON_BYTES = 16 * 2**20
 
 
 def resolve_source(source, revision=None):
@@ -37,9 +41,10 @@ def sha256_of(path, chunk=1 << 22):
 
 def _read_json(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
+        return bounded_json.load_file(path, MAX_JSON_BYTES)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:  # bounded_json.JsonLimit included: too deep, too big, not a file
         raise ModelLoadError(f"{path}: not readable JSON ({exc})") from None
 
 

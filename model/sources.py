@@ -84,6 +84,11 @@ def resolve(source, files, revision=None, cache_dir=None):
 
 
 def _complete(folder, files, source):
+    special = [name for name in files.required + files.one_of
+               if (folder / name).exists() and not (folder / name).is_file()]
+    if special:  # a FIFO would block the read for ever, a folder fail it
+        raise ModelLoadError(f"{files.name} model {source}: {folder / special[0]} is not a regular file (a FIFO, "
+                             f"device or folder); the folder must hold {', '.join(files.required + files.one_of[:1])}")
     lacking = files.missing(folder)
     if lacking:
         raise ModelLoadError(f"{files.name} model {source}: {', '.join(lacking)} missing in {folder}; the folder "

@@ -18,12 +18,13 @@ from .errors import BadInput, PipelineFailure
 from .log import route_library_messages
 from .evaluate.params import add_evaluate_arguments
 from .progress import JsonReporter, Reporter, make_reporter
-from .raster.sources import GDAL_CACHE_MB
+from .raster.sources import GDAL_CACHE_MB, GDAL_NETWORK_DEFAULTS
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # usage errors are bad input: one line, exit code 2
-        raise BadInput(f"{self.prog}: {message}")
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""  # "rsicrc:" is the reporter's
+        raise BadInput(f"{command}: {message}" if command else message)
 
 
 def build_parser():
@@ -191,6 +192,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # Before GDAL's first read (pipeline/raster/sources.py says why).
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+    for name, value in GDAL_NETWORK_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     route_library_messages(verbose="--verbose" in argv)
     reporter = JsonReporter() if _wants_json(argv) else Reporter()
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import BadInput, PipelineFailure
+from .errors import BadInput, PipelineFailure, one_line
 from .layer.gpkg import LayerError, read_metadata
 
 LOCK_SUFFIX = ".lock"
@@ -75,6 +75,9 @@ class OutputKind:
     folder: str  # how messages name its folder: "output folder"
     ours: str  # what a file rsicrc wrote there is: "a layer written by rsicrc"
     is_ours: Callable[[str], bool]
+    # The longest name rsicrc makes beside it, its name + this (OUT.partial-journal): the file
+    # system's name limit must leave room for it.
+    longest_suffix: str = ""
 
 
 def is_rsicrc_layer(path):
@@ -85,11 +88,13 @@ def is_rsicrc_layer(path):
         return False
 
 
-LAYER_OUTPUT = OutputKind(".gpkg file name", "output", "output folder", "a layer written by rsicrc", is_rsicrc_layer)
+LAYER_OUTPUT = OutputKind(".gpkg file name", "output", "output folder", "a layer written by rsicrc", is_rsicrc_layer,
+                          ".partial-journal")
 
 
 def check_output(output, kind, inputs=(), overwrite=False, partial=None):
-    """Refuse, before any work, an output that cannot be written or would destroy something.
+    """Refuse, before any work, an output that cannot be written or would destroy something; the
+    output's identity() now, which the final move checks.
 
     inputs: [(path, what it is)] of the files the run reads or writes elsewhere ("an input
     raster", "the output layer"), none of which the output may be; partial: the output's
@@ -98,6 +103,9 @@ def check_output(output, kind, inputs=(), overwrite=False, partial=None):
     out = Path(output)
     if out.name == "" or str(output).endswith(("/", os.sep)) or out.is_dir():
         raise BadInput(f"is a folder; give a {kind.name}", output)
+    if one_line(out.name) != out.name:
+        raise BadInput(f"has a control character in its name; give a {kind.name} without one", output)
+    _check_name_length(out, kind)
     if not out.parent.is_dir():
         raise BadInput(f"{kind.folder} does not exist", out.parent)
     own = [out] + ([Path(partial)] if partial else [])
@@ -118,6 +126,21 @@ def check_output(output, kind, inputs=(), overwrite=False, partial=None):
     if partial and os.path.exists(partial) and not kind.is_ours(str(partial)):
         raise BadInput(f"exists and was not written by rsicrc (it would be the unfinished file of {out.name}); "
                        f"move it away or choose another {kind.option}", partial)
+    return identity(out)
+
+
+def _check_name_length(out, kind):
+    """BadInput when the file system cannot hold the output's name (ENAMETOOLONG), or the longest
+    name the run makes beside it."""
+    try:
+        limit = os.pathconf(out.parent if out.parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # Windows has no pathconf: NTFS takes 255 characters
+        limit = 255
+    longest = len(os.fsencode(out.name + kind.longest_suffix))
+    if longest > limit:
+        raise BadInput(f"its name is {len(os.fsencode(out.name)):,} bytes; the file system allows {limit} and rsicrc "
+                       f"adds up to {len(kind.longest_suffix)} ({out.name[:12]}...{kind.longest_suffix}): choose a "
+                       f"shorter name", str(out.parent / (out.name[:40] + "...")))
 
 
 def _same_file(a, b):
@@ -162,10 +185,49 @@ def discard_partial(part):
             os.remove(path)
 
 
-def move_into_place(part, output):
-    """The finished partial file becomes OUT; when OUT cannot be replaced, nothing is lost."""
+def identity(path):
+    """What tells that `path` is still the file it was: (device, inode, size, mtime), None when absent."""
     try:
-        os.replace(part, output)
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class ChangedMeanwhile(FileExistsError):
+    """The destination is no longer the file the run checked: another program made or changed it."""
+
+
+def replace_checked(src, dst, found):
+    """Rename `src` to `dst`, which must still be `found` (identity() at the run's checks): when it
+    was absent, a no-clobber rename, so a file that appears meanwhile is never replaced."""
+    now = identity(dst)
+    if now != found:
+        raise ChangedMeanwhile(f"{dst} {'appeared' if found is None else 'was changed'} while the run was going")
+    if found is not None:
+        os.replace(src, dst)
+        return
+    try:
+        os.link(src, dst)  # atomic, and fails when dst exists
+    except FileExistsError:
+        raise ChangedMeanwhile(f"{dst} appeared while the run was going") from None
+    except OSError:  # FAT, some network shares: no hard links; a check, then the rename
+        if os.path.lexists(dst):
+            raise ChangedMeanwhile(f"{dst} appeared while the run was going") from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
+def move_into_place(part, output, found):
+    """The finished partial file becomes OUT (see replace_checked); when it cannot, nothing is lost:
+    `part` stays, finished, for --resume."""
+    try:
+        replace_checked(part, output, found)
+    except ChangedMeanwhile as exc:
+        raise PipelineFailure(f"every tile is written, but {exc} (another program?) and is left as it is. The "
+                              f"result is kept in {part}: move {output} away and run the same command with --resume "
+                              f"to finish at once") from None
     except OSError as exc:
         raise PipelineFailure(
             f"every tile is written, but {output} could not be replaced ({exc.strerror or exc}; is it open "

@@ -7,6 +7,8 @@ to stdout (the QGIS side parses it, docs/interfaces.md); human text goes to stde
 import json
 import sys
 
+from .errors import one_line
+
 
 class Reporter:
     def start(self, total, output):
@@ -16,10 +18,10 @@ class Reporter:
         pass
 
     def warning(self, message):
-        print(f"rsicrc: warning: {message}", file=sys.stderr, flush=True)
+        print(f"rsicrc: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
     def error(self, message, code):
-        print(f"rsicrc: error: {message}", file=sys.stderr, flush=True)
+        print(f"rsicrc: error: {one_line(message)}", file=sys.stderr, flush=True)
 
     def done(self, output, features, skipped):
         pass
@@ -46,7 +48,7 @@ class BarReporter(Reporter):
 
     def warning(self, message):
         if self._bar is not None:
-            self._bar.write(f"rsicrc: warning: {message}", file=sys.stderr)
+            self._bar.write(f"rsicrc: warning: {one_line(message)}", file=sys.stderr)
         else:
             super().warning(message)
 

@@ -13,16 +13,27 @@ strict JSON: never NaN or Infinity.
 import contextlib
 import json
 import math
+import os
+import queue
 import sys
+import threading
+import time
 
 from rsicrc import __version__
 
+from ..model import bounded_json
 from .caption.point import PointCaptioner
 from .caption_params import MAX_TEXT_CHARS  # the bound of every query text
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB a request line
 MAX_TEXTS = 256  # texts a request; the dock sends one
 MAX_ID_CHARS = 256
+# A request still unanswered after this long is abandoned (the first may download and load a model).
+SERVE_LIMIT_S = 900
+POLL_S = 0.05
+# A ping behind a request that has run this long is answered out of turn.
+PING_PATIENCE_S = 10
+_END = object()
 
 
 class RequestError(ValueError):
@@ -138,11 +149,11 @@ def _request_id(request):
     return rid
 
 
-def _answer(worker, line):
-    """(request id or None, answer) for one request line (None: over the length limit)."""
+def _parse(line):
+    """(request id or None, request, None) for a request line, or (id, None, error answer)."""
     if line is None:
-        return None, {"ok": False, "error": f"the request line is longer than {MAX_LINE_BYTES:,} bytes "
-                                             f"(1 MiB); it was skipped unread"}
+        return None, None, {"ok": False, "error": f"the request line is longer than {MAX_LINE_BYTES:,} bytes "
+                                                   f"(1 MiB); it was skipped unread"}
     request_id = None
     try:
         if isinstance(line, bytes):
@@ -151,37 +162,123 @@ def _answer(worker, line):
             except UnicodeDecodeError:
                 raise RequestError("the request is not UTF-8 text") from None
         try:
-            request = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
+            request = bounded_json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
         except RequestError:
             raise
-        except (ValueError, RecursionError) as e:
+        except ValueError as e:  # bounded_json.JsonLimit too: nested too deep
             raise RequestError(f"the request is not valid JSON ({str(e).splitlines()[0][:200]})") from None
         if not isinstance(request, dict):
             raise RequestError("a request must be a JSON object")
         request_id = _request_id(request)
+    except RequestError as e:
+        return request_id, None, _failure(e)
+    return request_id, request, None
+
+
+def _failure(exc):
+    text = str(exc).strip()
+    return {"ok": False, "error": (text.splitlines()[0][:2000] if text else type(exc).__name__)}
+
+
+def _handle(worker, request):
+    try:
         with contextlib.redirect_stdout(sys.stderr):
-            answer = worker.handle(request)
+            return worker.handle(request)
     except Exception as e:  # every failure becomes an answer; the worker keeps serving
-        text = str(e).strip()
-        answer = {"ok": False, "error": (text.splitlines()[0][:2000] if text else type(e).__name__)}
-    return request_id, answer
+        return _failure(e)
 
 
-def serve(worker, stdin=None, stdout=None):
+class _Lane:
+    """One thread that answers requests in order. A request that stalls (a network read that
+    never ends) is abandoned with its thread, which is left to its fate; a new lane takes the
+    requests that wait."""
+
+    def __init__(self, worker, deliver, jobs=None):
+        self.worker, self.deliver = worker, deliver
+        self.jobs = jobs or queue.Queue()
+        self.current = None  # (request id, monotonic start) of the request being answered
+        self.abandoned = False
+        self.thread = threading.Thread(target=self._run, name="rsicrc-serve", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            request_id, request, answer = job
+            self.current = (request_id, time.monotonic())
+            if answer is None:
+                answer = _handle(self.worker, request)
+            if self.abandoned:  # its task is done: the error answer went out
+                return
+            self.deliver(request_id, answer)
+            self.current = None
+            self.jobs.task_done()
+
+    def stalled(self, limit_s):
+        current = self.current
+        return current is not None and time.monotonic() - current[1] >= limit_s
+
+
+def serve(worker, stdin=None, stdout=None, limit_s=None, ping_patience_s=PING_PATIENCE_S):
+    """Answer the requests of `stdin` on `stdout`, in order, until its end. A ping that waits behind
+    a request running for more than `ping_patience_s` is answered at once (the worker is alive);
+    a request that runs past `limit_s` (RSICRC_SERVE_LIMIT_S, default SERVE_LIMIT_S) gets an error
+    answer and the requests after it go on."""
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout
+    limit_s = float(limit_s or os.environ.get("RSICRC_SERVE_LIMIT_S") or SERVE_LIMIT_S)
+    writing = threading.Lock()
+
+    def write(request_id, answer):
+        try:
+            text = json.dumps({"id": request_id, **answer}, allow_nan=False)
+        except (TypeError, ValueError) as e:  # a bug: the answers are checked to be strict JSON
+            text = json.dumps({"id": request_id if isinstance(request_id, (int, str)) else None, "ok": False,
+                               "error": f"the answer could not be written as JSON ({e})"})
+        with writing:
+            out.write(text + "\n")
+            out.flush()
+
+    lines = queue.Queue()
     # Bytes where there are bytes: a line is then bounded in bytes, and bytes that are not UTF-8
     # are one bad request rather than a decoding error that would end the worker.
     source = getattr(stdin, "buffer", stdin)
-    for line in _lines(source, MAX_LINE_BYTES):
+    threading.Thread(target=_read_lines, args=(source, lines), name="rsicrc-serve-reader", daemon=True).start()
+    lane, ended = _Lane(worker, write), False
+    while not ended or lane.jobs.unfinished_tasks:
+        if lane.stalled(limit_s):
+            request_id = lane.current[0]
+            lane.abandoned = True
+            lane.jobs.task_done()
+            write(request_id, {"ok": False, "error": f"the request did not finish within {limit_s:g} s and was "
+                                                     f"abandoned; the worker goes on with the next ones"})
+            lane = _Lane(worker, write, lane.jobs)
+        if ended:
+            time.sleep(POLL_S)
+            continue
+        try:
+            line = lines.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+        if line is _END:
+            ended = True
+            continue
         if line is not None and not line.strip():
             continue
-        request_id, answer = _answer(worker, line)
-        try:
-            text = json.dumps({"id": request_id, **answer}, allow_nan=False)
-        except (TypeError, ValueError) as e:  # a bug: the answers above are checked to be strict JSON
-            text = json.dumps({"id": request_id if isinstance(request_id, (int, str)) else None, "ok": False,
-                               "error": f"the answer could not be written as JSON ({e})"})
-        out.write(text + "\n")
-        out.flush()
+        request_id, request, answer = _parse(line)
+        if request is not None and request.get("op") == "ping" and lane.stalled(ping_patience_s):
+            write(request_id, worker.handle(request))  # not behind a request that takes long
+        else:
+            lane.jobs.put((request_id, request, answer))
+    lane.jobs.put(None)
     return 0
+
+
+def _read_lines(source, lines):
+    try:
+        for line in _lines(source, MAX_LINE_BYTES):
+            lines.put(line)
+    finally:
+        lines.put(_END)

@@ -22,11 +22,11 @@ from ..layer.gpkg import LayerWriter, read_metadata
 from ..layer.schema import CORE_FIELDS, LAYER, PAIR_FIELD, SERIES_FIELDS, partial_path
 from ..output_file import LAYER_OUTPUT, OutputLock, check_output, discard_partial, move_into_place
 from ..progress import Reporter
-from ..raster.sources import is_gdal_path, source_path
+from ..raster.sources import check_regular, is_gdal_path, source_path
 from .clip_annotator import parsed_classes
 from .job import Skips
 from .resume import open_resume, run_fingerprint
-from .run import run_caption
+from .run import model_files, run_caption
 from .run_metadata import utc_now
 from .steps import load_models, open_pair, plan_tiles
 
@@ -44,6 +44,7 @@ class BatchSummary:
 
 def read_pairs(path):
     """[(name, before, after)] from the CSV; BadInput naming the CSV when it cannot be used."""
+    check_regular(path, "CSV")  # a FIFO would block the read
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -102,12 +103,17 @@ def run_caption_batch(pairs_csv, p, reporter):
     pairs = read_pairs(pairs_csv)
     out = str(p.output)
     inputs = [(x, "an input raster") for _, b, a in pairs for x in (b, a) if x and not is_gdal_path(x)]
-    check_output(out, LAYER_OUTPUT, inputs, overwrite=p.overwrite, partial=partial_path(out))
+    inputs += [(pairs_csv, "the pairs CSV")] + model_files(p)
+    found = check_output(out, LAYER_OUTPUT, inputs, overwrite=p.overwrite, partial=partial_path(out))
+    folder = out + PAIRS_SUFFIX
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise BadInput("exists and is not a folder; caption-batch keeps each pair's layer in it: move it away or "
+                       "choose another output", folder)
     with OutputLock(out):
-        return _run_locked(pairs_csv, pairs, p, reporter, out)
+        return _run_locked(pairs_csv, pairs, p, reporter, out, found)
 
 
-def _run_locked(pairs_csv, pairs, p, reporter, out):
+def _run_locked(pairs_csv, pairs, p, reporter, out, found):
     folder = out + PAIRS_SUFFIX
     bad = []
     good = _checked_pairs(pairs, p, folder, reporter, bad)
@@ -130,7 +136,7 @@ def _run_locked(pairs_csv, pairs, p, reporter, out):
             ray.shutdown()
     if not done_pairs:
         raise BadInput(f"not one pair could be captioned ({len(bad)} bad: see the warnings)", pairs_csv)
-    features, skipped = _merge(done_pairs, bad, pairs_csv, p, out)
+    features, skipped = _merge(done_pairs, bad, pairs_csv, p, out, found)
     for g in done_pairs:
         os.remove(g["layer"])
     if not os.listdir(folder):  # a bad pair's files, if any, stay for a look
@@ -199,7 +205,7 @@ def _finished(g, pp, cap):
     return bool(state and state.meta.get("complete"))
 
 
-def _merge(done_pairs, bad, pairs_csv, p, out):
+def _merge(done_pairs, bad, pairs_csv, p, out, found):
     """The pairs' layers copied into OUT (through OUT.partial): `pair` field, tile ids offset."""
     part = partial_path(out)
     if os.path.exists(part):
@@ -214,7 +220,7 @@ def _merge(done_pairs, bad, pairs_csv, p, out):
         writer, copied = _copy_pair(g, part, writer)
         features += copied
     writer.set_metadata(_batch_metadata(done_pairs, bad, pairs_csv, p, features, skips, fingerprints))
-    move_into_place(part, out)
+    move_into_place(part, out, found)
     return features, skips.count
 
 

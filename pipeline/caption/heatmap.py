@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import BadInput
 from ..layer.blobs import BlobLengthError, blobs_to_matrix
 from ..layer.schema import ATTENTION_FIELD, LAYER, date_name, partial_path, sql
-from ..output_file import OutputKind, check_output
+from ..output_file import ChangedMeanwhile, OutputKind, check_output, identity, replace_checked
 
 NODATA = -1.0  # attention weights are >= 0
 TAG = "RSICRC_HEATMAP"  # dataset tag naming what wrote the file: an rsicrc heat map may be replaced
@@ -48,13 +48,15 @@ def is_rsicrc_heatmap(path):
 
 
 HEATMAP_OUTPUT = OutputKind(".tif file name for --heatmap", "--heatmap", "heat map folder",
-                            "a heat map written by rsicrc", is_rsicrc_heatmap)
+                            "a heat map written by rsicrc", is_rsicrc_heatmap, ".rsicrc-4194304-cog.tif")
 
 
 def check_heatmap_output(path, inputs, layer_output, overwrite=False):
-    """Refuse, before any work, a heat map path that cannot be written or would destroy something."""
+    """Refuse, before any work, a heat map path that cannot be written or would destroy something;
+    its output_file.identity() now."""
     own = [(layer_output, "the output layer"), (partial_path(layer_output), "the output layer")]
-    check_output(path, HEATMAP_OUTPUT, [(src, "an input raster") for src in inputs] + own, overwrite=overwrite)
+    return check_output(path, HEATMAP_OUTPUT, [(src, "an input raster") for src in inputs] + own,
+                        overwrite=overwrite)
 
 
 def heatmap_shape(grid, scale):
@@ -181,11 +183,13 @@ def _write_block_row(dst, band, tile_grid, ids, maps, scale, rows, width):
         dst.write(values, band, window=Window(c0, r0, c1 - c0, r1 - r0))
 
 
-def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=None):
+def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=None, found=...):
     """Write the heat map of the layer's attention maps to `output` (temp files, then a move).
 
     bands: [(interval, description)], one band each from that interval's features; None: one
     band "attention" from every feature (a pair's layer)."""
+    if found is ...:  # the caller checked nothing: the file as it is now is the one to replace
+        found = identity(output)
     import rasterio
     import rasterio.shutil
 
@@ -209,7 +213,7 @@ def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=N
                     _write_block_row(dst, band, tile_grid, ids, block_maps, scale, (r0, r1), width)
         rasterio.shutil.copy(tiled, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=BLOCK,
                              RESAMPLING="AVERAGE", OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
-        os.replace(cog, output)
+        replace_checked(cog, output, found)
     except rasterio.errors.RasterioError as exc:
         from ..raster.sources import gdal_reason
 
@@ -221,7 +225,7 @@ def build_heatmap(layer_path, grid, tile_grid, scale, output, tags=None, bands=N
                 os.remove(temp)
 
 
-def write_run_heatmap(p, plan, tiles, part, out):
+def write_run_heatmap(p, plan, tiles, part, out, found):
     """The --heatmap GeoTIFF of a run from its finished partial layer `part`; its absolute path.
     A pair keeps its one "attention" band; a series gets a band an interval."""
     target = os.path.abspath(p.heatmap)
@@ -229,7 +233,10 @@ def write_run_heatmap(p, plan, tiles, part, out):
     bands = None if len(names) == 2 else [(k, f"{names[k]} -> {names[k + 1]}") for k in range(len(names) - 1)]
     try:
         build_heatmap(part, plan.grid, tiles, p.heatmap_scale, target, bands=bands,
-                      tags={"RSICRC_LAYER": os.path.abspath(out), "RSICRC_SCALE": str(p.heatmap_scale)})
+                      tags={"RSICRC_LAYER": os.path.abspath(out), "RSICRC_SCALE": str(p.heatmap_scale)}, found=found)
+    except ChangedMeanwhile as exc:
+        raise BadInput(f"{exc} (another program?) and is left as it is; {part} keeps every tile: move it away and "
+                       f"rerun with --resume", p.heatmap) from None
     except OSError as exc:
         # Every tile is in the partial file: a resume writes the heat map without model work.
         raise BadInput(f"cannot be written ({exc.strerror or exc}; is the disk full?); {part} keeps every tile: "

@@ -71,6 +71,9 @@ class CaptionJob:
     # Sorted keys tile_id * intervals + interval of the features in the partial layer whose tile
     # lacks some interval (skipped ones): never written again.
     present: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # output_file.identity() of OUT (and of the heat map) at the run's checks: the final moves
+    # replace only those, never a file that appeared meanwhile.
+    found: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.skipped = Skips()
@@ -101,9 +104,9 @@ class CaptionJob:
         """The heat map when asked, then the partial layer moved into place."""
         p, part = self.params, self.writer.path
         if p.heatmap:
-            target = write_run_heatmap(p, self.plan, self.tiles, part, self.output)
+            target = write_run_heatmap(p, self.plan, self.tiles, part, self.output, self.found.get("heatmap"))
             self.writer.set_metadata({"heatmap": target, "heatmap_scale": p.heatmap_scale})
-        move_into_place(part, self.output)
+        move_into_place(part, self.output, self.found.get("layer"))
         self.reporter.done(self.output, features, self.skipped.count)
         return RunSummary(self.output, features, self.skipped.count, len(self.tiles), self.resumed)
 
@@ -119,7 +122,7 @@ def layer_fields(queries, attention, clip_annotator):
     return fields
 
 
-def open_job(p, plan, tiles, state, models, queries, fingerprint, classes, reporter):
+def open_job(p, plan, tiles, state, models, queries, fingerprint, classes, reporter, found):
     """The CaptionJob of a run: a new partial layer, or the resumed one (`state`) brought up to date."""
     part = partial_path(p.output)
     writer = LayerWriter(part, plan.grid.crs.to_wkt(), layer_fields(queries, bool(p.heatmap), models.clip_annotator))
@@ -134,7 +137,7 @@ def open_job(p, plan, tiles, state, models, queries, fingerprint, classes, repor
         writer.set_metadata(metadata)
     done = state.done if state is not None else np.zeros(0, dtype=np.int64)
     job = CaptionJob(p, plan, tiles, done, writer, reporter, queries, classes, models.captioner.sha256,
-                     models.clip_sha256)
+                     models.clip_sha256, found=found)
     if state is not None:
         job.present = state.present
     return job

@@ -10,6 +10,9 @@ A time series (`caption D1 D2 D3 ...`) is captioned on the same tiles, interval 
 interval) pairs in one model call (describe.py). A pair is the series of two dates: one
 interval, the layer it always was plus the series fields (interval 0).
 """
+import itertools
+import os
+
 from ..caption_params import CaptionParams, ParamError  # noqa: F401 - CaptionParams: the API
 from ..errors import BadInput
 from ..layer.gpkg import LayerError, layer_error_reason
@@ -23,6 +26,8 @@ from .job import open_job
 from .resume import resume_state, run_fingerprint, same_models
 from .steps import describer, load_models, open_pair, plan_tiles
 
+MAX_MODEL_FILES = 1000  # a model folder's files checked against the output (a folder of millions is not one)
+
 
 def run_caption(p, reporter, captioner=None, clip_annotator=None):
     """Run one caption job; returns RunSummary. `captioner`, `clip_annotator`: models already loaded."""
@@ -35,16 +40,23 @@ def run_caption(p, reporter, captioner=None, clip_annotator=None):
 
         import_ray()  # before any work: is the extra installed?
     out = str(p.output)
-    check_output(out, LAYER_OUTPUT, [(d, "an input raster") for d in p.dates], overwrite=p.overwrite,
-                 partial=partial_path(out))
+    found = {"layer": check_output(out, LAYER_OUTPUT, [(d, "an input raster") for d in p.dates] + model_files(p),
+                                   overwrite=p.overwrite, partial=partial_path(out))}
     if p.heatmap:
-        check_heatmap_output(p.heatmap, p.dates, out, overwrite=p.overwrite)
+        found["heatmap"] = check_heatmap_output(p.heatmap, p.dates, out, overwrite=p.overwrite)
     with OutputLock(out):
         check_replaceable(out)
-        return _run_locked(p, reporter, captioner, clip_annotator)
+        return _run_locked(p, reporter, captioner, clip_annotator, found)
 
 
-def _run_locked(p, reporter, captioner, clip_annotator):
+def model_files(p):
+    """[(file, what it is)] of the local model folders of the run: never to be its output."""
+    folders = [(p.model, "a file of the model")] + ([(p.clip_model, "a file of the RS-M-CLIP model")] if p.clip else [])
+    return [(entry.path, what) for folder, what in folders if folder and os.path.isdir(folder)
+            for entry in itertools.islice(os.scandir(folder), MAX_MODEL_FILES)]
+
+
+def _run_locked(p, reporter, captioner, clip_annotator, found):
     plan = open_pair(p)
     for note in plan.warnings:
         reporter.warning(note)
@@ -56,7 +68,7 @@ def _run_locked(p, reporter, captioner, clip_annotator):
     fingerprint = run_fingerprint(p, plan, models.captioner.sha256, models.clip_sha256)
     state = same_models(state, fingerprint, p, part, reporter)
     queries = embed_queries(models.captioner, p.queries, reporter)
-    job = open_job(p, plan, tiles, state, models, queries, fingerprint, classes, reporter)
+    job = open_job(p, plan, tiles, state, models, queries, fingerprint, classes, reporter, found)
     reporter.start(len(tiles), str(p.output))
     reporter.advance(job.count, len(tiles))
     features = _caption(job, models, resumed=state is not None)

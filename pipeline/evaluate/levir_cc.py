@@ -6,13 +6,17 @@ IMAGES_DIR/<filepath>/A/<filename> and the AFTER image IMAGES_DIR/<filepath>/B/<
 Everything a run needs is checked here, before any model work, so that a bad file is named at
 once rather than after an hour of captioning.
 """
-import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from ...model import bounded_json
 from ..errors import BadInput
+from ..raster.sources import check_regular
+
+# LEVIR-CC's own annotation file is 14 MB; a bigger one is a mistake (or a sparse file of spaces).
+MAX_ANNOTATION_BYTES = 256 * 2**20
 
 # The official code marks every no-change pair with this one retrieval flag.
 NO_CHANGE_FLAG = -1
@@ -65,17 +69,16 @@ def read_split(annotations, images_dir, split="test"):
 
 def _read_records(path):
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"))
+        data = bounded_json.load_file(path, MAX_ANNOTATION_BYTES)
     except FileNotFoundError:
         raise BadInput("does not exist", path) from None
     except IsADirectoryError:
         raise BadInput("is a folder, not the annotation JSON file", path) from None
     except OSError as exc:
         raise BadInput(f"cannot be read ({exc.strerror or exc})", path) from None
-    except UnicodeDecodeError:
-        raise BadInput("is not UTF-8 text (expected the LEVIR-CC annotation JSON)", path) from None
-    except ValueError as exc:
+    except bounded_json.JsonLimit as exc:
+        raise BadInput(f"{exc}; expected the LEVIR-CC annotation JSON", path) from None
+    except ValueError as exc:  # not UTF-8, or not JSON
         raise BadInput(f"is not valid JSON ({exc})", path) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise BadInput('is not a LEVIR-CC annotation file (expected {"images": [records]})', path)
@@ -117,6 +120,7 @@ def check_images(pairs):
     for pair in pairs:
         sizes = []
         for path in (pair.before, pair.after):
+            check_regular(path, "image")  # before PIL opens it: a FIFO would block the read
             try:
                 with Image.open(path) as im:  # reads the header only
                     sizes.append(im.size)
@@ -137,6 +141,7 @@ def read_image(path):
     """uint8 RGB (3, H, W); converted to RGB as the official transform does (grey, palette, alpha)."""
     from PIL import Image
 
+    check_regular(path, "image")
     try:
         with Image.open(path) as im:
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)

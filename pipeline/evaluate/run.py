@@ -30,7 +30,7 @@ from .levir_cc import check_images, read_pair, read_split
 
 OUTPUT_FILES = ("metrics.json", "captions.json", "report.md")
 EVALUATION_FILE = OutputKind("file name", "output folder", "output folder", "an evaluation file written by rsicrc",
-                             lambda path: True)
+                             lambda path: True, ".tmpXXXXXXXX.tmp.")
 
 
 @dataclass

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 
+from ...model import bounded_json
 from ..errors import BadInput
 from ..output_file import folder_write_problem
 from .gpkg import LayerError, layer_error_reason, list_layers, read_info
@@ -83,7 +84,9 @@ def _decode(items, path):
     for key in METADATA_CHECKS:
         if key in items:
             try:  # strict: NaN and Infinity are not JSON (rsicrc never writes them)
-                meta[key] = json.loads(items[key], parse_constant=_raise_constant)
+                meta[key] = bounded_json.loads(items[key], parse_constant=_raise_constant)
+            except bounded_json.JsonLimit as exc:
+                raise BadInput(f"its run metadata item {key} {exc} ({_short(items[key])})", path) from None
             except (TypeError, ValueError):
                 raise BadInput(f"its run metadata item {key} is not valid JSON ({_short(items[key])})",
                                path) from None

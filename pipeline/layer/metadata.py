@@ -1,8 +1,10 @@
 """The run metadata's encoding: one GDAL layer metadata item per key, each value JSON.
 
-Standard library only: the QGIS side decodes a result layer's metadata with this very code.
+Standard library only (model.bounded_json too): the QGIS side decodes a result layer's metadata with this very code.
 """
 import json
+
+from ...model import bounded_json
 
 
 def encode_metadata(values):
@@ -15,7 +17,7 @@ def decode_metadata(items):
     out = {}
     for key, text in (items or {}).items():
         try:
-            out[key] = json.loads(text)
-        except (TypeError, ValueError):
+            out[key] = bounded_json.loads(text)
+        except (TypeError, ValueError):  # bounded_json.JsonLimit too: too deep
             out[key] = text
     return out

@@ -4,13 +4,20 @@ Standard library at module level (rasterio is imported when a raster is opened):
 and the QGIS side use the naming rules here.
 """
 import os
+import stat
 import warnings
+import xml.etree.ElementTree as ElementTree
 
 from ..errors import BadInput
 
 # GDAL's block cache defaults to 5% of RAM and would grow with the rasters; tiles are read once,
 # row by row, so a small cache loses nothing. The CLI sets it before GDAL's first read.
 GDAL_CACHE_MB = 32
+# GDAL waits for ever on a server that accepts and never answers; these bound a network read
+# (seconds, retries with a growing delay on timeouts and 5xx). Each is the user's to set in the
+# environment: only absent ones are set.
+GDAL_NETWORK_DEFAULTS = {"GDAL_HTTP_CONNECTTIMEOUT": "15", "GDAL_HTTP_TIMEOUT": "60", "GDAL_HTTP_MAX_RETRY": "3",
+                         "GDAL_HTTP_RETRY_DELAY": "2"}
 
 
 def is_gdal_path(path):
@@ -33,6 +40,62 @@ def file_stamp(path):
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+# A VRT may name VRTs; a chain this long is a loop or a trap.
+MAX_VRT_DEPTH = 8
+MAX_VRT_BYTES = 64 * 2**20
+
+
+def special_file_problem(path):
+    """Why the local file at `path` must not be opened (a FIFO, socket or device would block the
+    read or never end), or None: a regular file, a folder (some formats are), a GDAL path, or
+    nothing there (the opener says "no such file")."""
+    if is_gdal_path(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return f"is {what}, not a file"
+    return None
+
+
+def check_regular(path, what="raster"):
+    """BadInput naming `path` when it is a FIFO, socket or device; for a VRT, the same for every
+    file it names (a VRT on a FIFO blocks GDAL's read just as well)."""
+    problem = special_file_problem(path)
+    if problem:
+        raise BadInput(f"{problem}; give a {what} file", path)
+    _check_vrt_sources(path, 0)
+
+
+def _check_vrt_sources(path, depth):
+    if is_gdal_path(path) or not os.path.isfile(path) or depth > MAX_VRT_DEPTH:
+        return
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if not head.startswith(b"<VRTDataset"):
+        return
+    if os.path.getsize(path) > MAX_VRT_BYTES:
+        raise BadInput(f"is a VRT of more than {MAX_VRT_BYTES:,} bytes", path)
+    try:
+        tree = ElementTree.parse(path)
+    except ElementTree.ParseError as exc:
+        raise BadInput(f"is a VRT that is not valid XML ({exc})", path) from None
+    folder = os.path.dirname(os.path.abspath(path))
+    for node in tree.iter():
+        if node.tag in ("SourceFilename", "SourceDataset") and node.text:
+            name = node.text.strip()
+            relative = node.get("relativeToVRT") == "1" or node.get("relativetoVRT") == "1"
+            source = os.path.join(folder, name) if relative and not os.path.isabs(name) else name
+            problem = special_file_problem(source)
+            if problem:
+                raise BadInput(f"names {source}, which {problem}", path)
+            _check_vrt_sources(source, depth + 1)
+
+
 def gdal_reason(exc):
     """GDAL's own message behind a rasterio error ("Read failed. See previous exception" hides it)."""
     messages = []
@@ -48,6 +111,7 @@ def open_raster(path):
     """The rasterio dataset of `path`, or BadInput naming it (missing, or not a raster GDAL reads)."""
     import rasterio
 
+    check_regular(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 
 import numpy as np
 import pytest
@@ -567,3 +568,37 @@ def test_serve_bounds_through_the_command_line(small_checkpoint, captioner):
                                                      (5, True)]
     assert "at most 256" in answers[0]["error"] and "1,048,576 bytes" in answers[1]["error"]
     np.testing.assert_allclose(answers[4]["embeddings"], captioner.embed_text(["a road"]).numpy(), atol=1e-6)
+
+
+class _Stalling(_Worker):
+    """A worker whose "stall" request blocks (a network read that never answers) until released."""
+
+    def __init__(self):
+        super().__init__(_FakeModel())
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def handle(self, request):
+        if request.get("op") == "stall":
+            self.started.set()
+            self.release.wait(60)
+            return {"ok": True, "late": True}
+        return super().handle(request)
+
+
+def test_serve_answers_a_ping_and_the_next_requests_while_one_stalls():
+    worker = _Stalling()
+    read_fd, write_fd = os.pipe()
+    requests, out = os.fdopen(write_fd, "wb", buffering=0), io.StringIO()
+    done = threading.Thread(target=lambda: serve_mod.serve(worker, os.fdopen(read_fd, "rb"), out, limit_s=0.3,
+                                                           ping_patience_s=0))
+    done.start()
+    requests.write(b'{"id": 1, "op": "stall"}\n')
+    assert worker.started.wait(30)
+    requests.write(b'{"id": 2, "op": "ping"}\n{"id": 3, "op": "embed_text", "texts": ["a road"]}\n')
+    requests.close()
+    done.join(60)
+    worker.release.set()
+    answers = [strict_json(line) for line in out.getvalue().splitlines()]
+    assert answers[0]["id"] == 2 and answers[0]["ok"] is True  # at once, while request 1 stalls
+    assert answers[1]["id"] == 1 and answers[1]["ok"] is False and "did not finish within 0.3 s" in answers[1]["error"]
+    assert answers[2]["id"] == 3 and answers[2]["ok"] is True and len(answers) == 3
