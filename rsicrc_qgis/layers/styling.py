@@ -7,6 +7,7 @@ did not look to opaque red where it looked most. A time series also gets a "when
 view: a second layer on the same file, one polygon a tile, coloured by its most changed interval.
 """
 from qgis.core import (
+    Qgis,
     QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
     QgsFillSymbol,
@@ -30,6 +31,11 @@ from qgis.PyQt.QtGui import QColor, QFont
 from .result_layer import INTERVAL_FIELD, MOST_CHANGED_FIELD, layer_intervals
 
 SCORE_FIELD = "change_score"
+# "Over point" (over the centroid for polygons). QGIS 3.26 made QgsPalLayerSettings.placement a
+# Qgis.LabelPlacement and refuses anything else; there QgsPalLayerSettings.OverPoint is a
+# different enum's member (Qgis.LabelPredefinedPointPosition.OverPoint). 3.22 has only the old one.
+LABEL_OVER_POINT = (Qgis.LabelPlacement.OverPoint if hasattr(Qgis, "LabelPlacement")
+                    else QgsPalLayerSettings.OverPoint)
 # (lower, upper, label, colour, fill opacity 0-255): a YlOrRd ramp.
 SCORE_CLASSES = (
     (0.0, 0.2, "0.0 - 0.2  no change", "#ffffb2", 0),
@@ -119,7 +125,7 @@ def caption_labeling():
     settings.isExpression = True
     settings.setFormat(text)
     settings.autoWrapLength = 24
-    settings.placement = QgsPalLayerSettings.OverPoint
+    settings.placement = LABEL_OVER_POINT
     return QgsVectorLayerSimpleLabeling(settings)
 
 
