@@ -210,7 +210,8 @@ run_tests() {  # prints one summary line; returns pytest's exit code
     in_chroot "$root" sh -c 'mkdir -p /tmp/home && cd /work/src && HOME=/tmp/home exec python -m pytest -p no:cacheprovider "$@"' \
         sh "$@" 2>&1 | tee "$logf" || rc=$?
     local summary
-    summary=$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$' "$logf" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
+    # pytest's closing line: "=== 3 failed, 97 passed in 80s ===" (or bare with -q / --co)
+    summary=$(grep -E '(passed|failed|errors?|skipped|no tests ran|collected) in [0-9.]+s' "$logf" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
     echo "chroot_tests: $distro ($versions): ${summary:-no pytest summary, exit $rc} [total $((SECONDS - t)) s]"
     return "$rc"
 }
