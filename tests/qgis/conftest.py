@@ -125,7 +125,10 @@ def _wait_for(signal, timeout_s):
     timer.timeout.connect(loop.quit)
     timer.start(int(timeout_s * 1000))
     loop.exec_()
-    signal.disconnect(on_signal)
+    try:
+        signal.disconnect(on_signal)
+    except TypeError:  # the sender went away (QGIS deletes a QgsTask that has ended): no connection left
+        pass
     if not got:
         raise TimeoutError(f"no signal within {timeout_s} s")
     return got[0]
