@@ -31,10 +31,14 @@ set -euo pipefail
 CACHE=${RSICRC_CHROOTS:-/var/cache/rsicrc-chroots}
 # Empty: debootstrap's own default mirror. A mirror URL can be given for debootstrap and apt.
 MIRROR=${RSICRC_DEBIAN_MIRROR:-}
-# The Debian packages the tests need. --no-install-recommends: recommends add ~1 GB (GRASS,
-# desktop bits) that no test uses. xauth: xvfb-run needs it. default-jre-headless is left out:
-# the one METEOR test skips without java (set RSICRC_CHROOT_EXTRA_APT="default-jre-headless").
-APT_PACKAGES="qgis python3-qgis qgis-providers python3-venv xvfb xauth ${RSICRC_CHROOT_EXTRA_APT:-}"
+# The Debian packages the tests need. --no-install-recommends: on trixie the recommends are 336
+# more packages, 170 MB to download, ~650 MB installed (GRASS, KDE wallet, dbus, ...) that no
+# test uses. Of them: xauth (xvfb-run needs it) and proj-bin (Debian's pyproj finds PROJ's data
+# only through the `proj` program when run from a venv; without it every `import pyproj`, which
+# pyogrio does, warns on stderr and the CLI's one-line errors get two more lines).
+# default-jre-headless is left out: the METEOR test skips without java
+# (RSICRC_CHROOT_EXTRA_APT="default-jre-headless" adds it).
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-venv xvfb xauth proj-bin ${RSICRC_CHROOT_EXTRA_APT:-}"
 VENV=/opt/rsicrc-venv  # inside the chroot
 DEFAULT_TESTS=(tests/qgis tests/pipeline tests/clip)
 
