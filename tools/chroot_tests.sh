@@ -92,6 +92,7 @@ in_chroot() {
     # tests/qgis/conftest.py and the plugin's settings look for the project's venv at <repo>/.venv:
     # the chroot's venv is mounted there (over the host's one, if any, which a Python 3.13+
     # interpreter could not use). This leaves an empty .venv/ (git-ignored) in a clone without one.
+    [ -L "$REPO/.venv" ] && log "warning: $REPO/.venv is a symlink; the worker tests will not find the chroot's venv"
     mkdir -p "$REPO/.venv"
     local envs=(PATH="$VENV/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root LANG=C.UTF-8
                 DEBIAN_FRONTEND=noninteractive QT_QPA_PLATFORM=offscreen
@@ -113,7 +114,10 @@ in_chroot() {
             mount --rbind /dev "$root/dev"
             mount --bind "$src" "$root/work/src"
             if [ -d "$shared" ]; then mount --bind -o ro "$shared" "$root/work/shared"; fi
-            if [ -x "$root$venv/bin/python" ]; then mount --bind "$root$venv" "$root/work/src/.venv"; fi
+            # (not over a .venv that is a symlink: the mount would land on its host-side target)
+            if [ -x "$root$venv/bin/python" ] && [ ! -L "$src/.venv" ]; then
+                mount --bind "$root$venv" "$root/work/src/.venv"
+            fi
             mount --bind "$wheels" "$root/var/cache/rsicrc-wheels"
             # not exec: the trap must run (PID 1 of the namespace)
             chroot "$root" /usr/bin/env -i "$@" </dev/null
@@ -215,7 +219,7 @@ run_tests() {  # prints one summary line; returns pytest's exit code
         sh "$@" 2>&1 | tee "$logf" || rc=$?
     local summary
     # pytest's closing line: "=== 3 failed, 97 passed in 80s ===" (or bare with -q / --co)
-    summary=$(grep -E '(passed|failed|errors?|skipped|no tests ran|collected) in [0-9.]+s' "$logf" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
+    summary=$(grep -E '([0-9]+ (passed|failed|errors?|skipped|deselected|warnings?|tests? collected)|no tests ran).* in [0-9.]+s' "$logf" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
     echo "chroot_tests: $distro ($versions): ${summary:-no pytest summary, exit $rc} [total $((SECONDS - t)) s]"
     return "$rc"
 }
