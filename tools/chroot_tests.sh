@@ -107,9 +107,11 @@ in_chroot() {
         bash -c '
             set -eu
             root=$1 src=$2 shared=$3 wheels=$4 venv=$5; shift 5
-            cleanup() { umount -R "$root/work/src/.venv" "$root/work/shared" "$root/work/src" \
-                        "$root/var/cache/rsicrc-wheels" "$root/dev" "$root/proc" 2>/dev/null || true; }
+            cleanup() { umount -R "$root" 2>/dev/null || true; }
             trap cleanup EXIT
+            # The chroot root as a mount point of its own: `unshare -m` inside (the read-only
+            # mount tests of test_hostile_layers) cannot change the propagation of a / that is not.
+            mount --bind "$root" "$root"
             mount -t proc proc "$root/proc"
             mount --rbind /dev "$root/dev"
             mount --bind "$src" "$root/work/src"
