@@ -235,7 +235,10 @@ main() {
     [ ${#tests[@]} -gt 0 ] || tests=("${DEFAULT_TESTS[@]}")
     [ -d "$SHARED" ] || log "warning: $SHARED is missing; the parity tests will fail or skip"
     mkdir -p "$CACHE/logs"
-    local failed=0 summaries=() distro
+    local failed=0 summaries=() distro out
+    # this run's output, for the summaries at the end (not a shared file: runs may overlap)
+    out=$(mktemp)
+    trap 'rm -f "$out"' EXIT
     for distro in ${distros//,/ }; do
         case $distro in trixie|sid) ;; *) die "unknown distro '$distro' (trixie, sid, all)";; esac
         local root="$CACHE/$distro"
@@ -247,8 +250,8 @@ main() {
             build_apt "$distro" "$root"
             build_venv "$distro" "$root"
             run_tests "$distro" "$root" "${tests[@]}"
-        ) | tee "$CACHE/logs/.last-$distro" || failed=1
-        summaries+=("$(grep '^chroot_tests: ' "$CACHE/logs/.last-$distro" | tail -1 || echo "chroot_tests: $distro: set-up failed")")
+        ) | tee "$out" || failed=1
+        summaries+=("$(grep '^chroot_tests: ' "$out" | tail -1 || echo "chroot_tests: $distro: set-up failed, see above")")
     done
     printf '%s\n' "${summaries[@]}"
     return "$failed"
