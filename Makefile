@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qgis python3-qgis python3-venv xvfb
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system-deps test bench demo package package-upload clean
+.PHONY: setup system-deps test test-chroots bench demo package package-upload clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -28,6 +28,13 @@ $(VENV)/.installed: pyproject.toml constraints-debian12.txt
 
 test: setup
 	$(PY) -m pytest
+
+# The same tests on newer QGIS (issue #20): Debian 13 (QGIS 3.40, Python 3.13) and sid (QGIS 3.44,
+# Python 3.14) chroots, built once under /var/cache/rsicrc-chroots (root; see the script's header).
+CHROOT_DISTROS ?= trixie,sid
+CHROOT_TESTS ?= tests/qgis tests/pipeline tests/clip
+test-chroots:
+	tools/chroot_tests.sh $(CHROOT_DISTROS) $(CHROOT_TESTS)
 
 bench: setup
 	$(PY) benchmarks/run_all.py

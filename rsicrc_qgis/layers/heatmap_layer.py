@@ -53,7 +53,10 @@ def band_labels(layer):
 
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
-        ds = gdal.Open(layer.source())
+        try:
+            ds = gdal.Open(layer.source())
+        except RuntimeError:  # gdal.UseExceptions() is on (QGIS 3.40+ turns it on process-wide)
+            ds = None
         found = [ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1)] if ds else []
     finally:
         gdal.PopErrorHandler()

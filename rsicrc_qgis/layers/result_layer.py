@@ -36,6 +36,8 @@ def gdal_decodes_percent_escapes():
 
     GDAL 3.6 opens a GeoPackage read-only with NOLOCK (as QGIS does first) through an SQLite URI
     in which it escapes "?" and "#" but not "%". Asked of the GDAL at hand, once, on a scratch file.
+    Inside QGIS 3.40+ gdal.UseExceptions() is on for the whole process (the Processing plugin
+    turns it on at import), so a failed open raises instead of returning None: both count.
     """
     from osgeo import gdal, ogr
 
@@ -47,6 +49,8 @@ def gdal_decodes_percent_escapes():
         gdal.PushErrorHandler("CPLQuietErrorHandler")
         try:
             opened = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY, open_options=["NOLOCK=YES"])
+        except RuntimeError:  # gdal.UseExceptions() is on
+            opened = None
         finally:
             gdal.PopErrorHandler()
         broken = opened is None
@@ -91,7 +95,10 @@ def read_result_metadata(path, layer_name=LAYER):
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # the reason goes into our message instead
     try:
         gdal.ErrorReset()
-        ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY)
+        try:
+            ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY)
+        except RuntimeError:  # gdal.UseExceptions() is on (QGIS 3.40+): the same error, raised
+            ds = None
         if ds is None:
             raise NotAResultLayer(f"{path} cannot be opened: "
                                   f"{gdal.GetLastErrorMsg() or 'not a vector file GDAL can read'}")

@@ -70,9 +70,18 @@ def worker_env(small_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def processing_ready(qgis_processing):
+def processing_ready(qgis_processing, qgis_iface):
     if QGIS_PLUGINS not in sys.path:
         sys.path.append(QGIS_PLUGINS)
+    # pytest-qgis's iface answers layerTreeView() with a MagicMock, which QGIS 3.44's Processing
+    # passes to C++ (QgsProcessingGuiUtils.addResultLayers raises TypeError for it). A real view
+    # of the project's tree with nothing selected: results go to the top, as with the mock.
+    from qgis.core import QgsLayerTreeModel, QgsProject
+    from qgis.gui import QgsLayerTreeView
+
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot(), view))
+    qgis_iface.layerTreeView = lambda: view
     return True
 
 
@@ -129,7 +138,10 @@ def _wait_for(signal, timeout_s):
     timer.timeout.connect(loop.quit)
     timer.start(int(timeout_s * 1000))
     loop.exec_()
-    signal.disconnect(on_signal)
+    try:
+        signal.disconnect(on_signal)
+    except TypeError:  # the sender went away (QGIS deletes a QgsTask that has ended): no connection left
+        pass
     if not got:
         raise TimeoutError(f"no signal within {timeout_s} s")
     return got[0]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rsicrc.pipeline.environment.base_python import Host, NoBasePython, candidates, find_base_python
 from rsicrc.pipeline.environment import base_python as bp
+from rsicrc.pipeline.environment.base_python import Host, NoBasePython, candidates, find_base_python
 
 
 def fake_python(path, version=(3, 12, 4), bits=64, **more):
