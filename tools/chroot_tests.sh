@@ -42,11 +42,10 @@ APT_PACKAGES="qgis python3-qgis qgis-providers python3-venv xvfb xauth proj-bin 
 VENV=/opt/rsicrc-venv  # inside the chroot
 DEFAULT_TESTS=(tests/qgis tests/pipeline tests/clip)
 
-# pyproject.toml's pins are for Debian 12 (numpy < 2 for its GDAL 3.6, Python < 3.13 for the
-# plugin's own set-up). The chroots' Pythons are 3.13+, where numpy 1.x has no wheels and Debian's
-# GDAL is built against numpy 2, so these requirements are replaced (name -> requirement);
-# everything else is installed exactly as pinned. Keep this list minimal.
-OVERRIDES=("numpy=numpy>=1.24")
+# Requirements of pyproject.toml replaced in the chroots (name=requirement), should one ever need
+# it; today none does: its pins have wheels for cp311-cp314, and numpy < 2 is held only in Debian
+# 12's development venv (constraints-debian12.txt). Keep this list minimal.
+OVERRIDES=()
 
 # The checkout to test: this script's own, or RSICRC_SRC (e.g. a copy, so that the work tree can
 # be edited while a long run goes on: the source is mounted live, not copied).
@@ -176,7 +175,7 @@ build_venv() {  # rebuilt from scratch when pyproject.toml, the overrides or thi
     local t=$SECONDS
     safe_remove "$root$VENV"
     # requirements = pyproject's dependencies + [test], with OVERRIDES replacing by name; the
-    # project itself then goes in with --no-deps --ignore-requires-python (it says < 3.13).
+    # project itself then goes in with --no-deps (its dependencies are in already).
     in_chroot "$root" sh -c '
         set -e
         /usr/bin/python3 -m venv --system-site-packages '"$VENV"'
@@ -196,7 +195,7 @@ EOF
         # download into the shared wheel folder (skips files already there), install from it
         '"$VENV"'/bin/pip download -q -d /var/cache/rsicrc-wheels -r /tmp/rsicrc-requirements.txt
         '"$VENV"'/bin/pip install --no-index --find-links /var/cache/rsicrc-wheels -r /tmp/rsicrc-requirements.txt
-        '"$VENV"'/bin/pip install --no-deps --ignore-requires-python -e /work/src
+        '"$VENV"'/bin/pip install --no-deps -e /work/src
         '"$VENV"'/bin/pip check || true
         '"$VENV"'/bin/pip freeze --all >'"$VENV"'/freeze.txt
     ' sh "${OVERRIDES[@]}" >"$CACHE/logs/$distro-venv.log" 2>&1 \
