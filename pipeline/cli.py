@@ -95,7 +95,8 @@ def _add_setup_command(sub):
     u.add_argument("--venv", required=True, metavar="DIR", help="the environment's folder (made or completed)")
     u.add_argument("--torch", choices=TORCH_CHOICES, default="auto",
                    help="PyTorch's build: auto (the CUDA build that fits the NVIDIA driver and GPU, else the CPU "
-                        "build; Apple's MPS on macOS), cpu, or cuda")
+                        "build; Apple's MPS on macOS), cpu, cuda, or pypi (PyPI's own, where download.pytorch.org "
+                        "cannot be reached; on Linux the CUDA 13 build, which runs on the CPU too)")
     u.add_argument("--python", metavar="BASE", help="the Python 3.11-3.14 to make it from (default: the best one "
                                                     "found, else one that uv installs)")
     u.add_argument("--index-url", default=PYPI_SIMPLE, metavar="URL", help="the package index (default PyPI)")

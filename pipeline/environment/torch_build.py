@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from .nvidia import driver_major, min_driver
 
 TORCH_INDEX = "https://download.pytorch.org/whl/"
-TORCH_CHOICES = ("auto", "cpu", "cuda")
+# pypi: PyPI's own build for this OS (the CUDA 13 one on Linux), where pytorch.org's index is out of reach.
+TORCH_CHOICES = ("auto", "cpu", "cuda", "pypi")
 # The CUDA build of PyPI's Linux torch (torch.version.cuda is "13.0" for the pinned 2.14.1).
 PYPI_LINUX_CUDA = "cu130"
 MIN_CAPABILITY = {"cu130": (7, 5), "cu126": (5, 0)}
@@ -49,6 +50,9 @@ def choose_torch_build(want, platform, machine, nvidia):
     and NVIDIA facts (nvidia.nvidia_facts()); NoTorchBuild when `want` cannot be had here."""
     if want not in TORCH_CHOICES:
         raise NoTorchBuild(f"--torch must be one of {', '.join(TORCH_CHOICES)}, got {want!r}")
+    if want == "pypi":
+        device = "mps" if platform == "darwin" and machine.lower() in ("arm64", "aarch64") else "cpu"
+        return TorchBuild("pypi", None, device, "PyPI's build, as asked")
     if platform == "darwin":
         if want == "cuda":
             raise NoTorchBuild("there is no CUDA on macOS; use --torch auto (Apple's MPS) or cpu")
