@@ -237,7 +237,7 @@ main() {
     local failed=0 summaries=() distro out
     # this run's output, for the summaries at the end (not a shared file: runs may overlap)
     out=$(mktemp)
-    trap 'rm -f "$out"' EXIT
+    trap "rm -f '$out'" EXIT  # the file's name now: $out is gone when the trap runs
     for distro in ${distros//,/ }; do
         case $distro in trixie|sid) ;; *) die "unknown distro '$distro' (trixie, sid, all)";; esac
         local root="$CACHE/$distro"

@@ -3,10 +3,11 @@
 Standard library at module level (rasterio is imported when a raster is opened): the layer schema
 and the QGIS side use the naming rules here.
 """
+import html
 import os
+import re
 import stat
 import warnings
-import xml.etree.ElementTree as ElementTree
 
 from ..errors import BadInput
 
@@ -43,6 +44,7 @@ def file_stamp(path):
 # A VRT may name VRTs; a chain this long is a loop or a trap.
 MAX_VRT_DEPTH = 8
 MAX_VRT_BYTES = 64 * 2**20
+_VRT_SOURCE = re.compile(r"<(SourceFilename|SourceDataset)\b([^>]*)>([^<]*)</\1\s*>")
 
 
 def special_file_problem(path):
@@ -80,20 +82,21 @@ def _check_vrt_sources(path, depth):
         return
     if os.path.getsize(path) > MAX_VRT_BYTES:
         raise BadInput(f"is a VRT of more than {MAX_VRT_BYTES:,} bytes", path)
-    try:
-        tree = ElementTree.parse(path)
-    except ElementTree.ParseError as exc:
-        raise BadInput(f"is a VRT that is not valid XML ({exc})", path) from None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
     folder = os.path.dirname(os.path.abspath(path))
-    for node in tree.iter():
-        if node.tag in ("SourceFilename", "SourceDataset") and node.text:
-            name = node.text.strip()
-            relative = node.get("relativeToVRT") == "1" or node.get("relativetoVRT") == "1"
-            source = os.path.join(folder, name) if relative and not os.path.isabs(name) else name
-            problem = special_file_problem(source)
-            if problem:
-                raise BadInput(f"names {source}, which {problem}", path)
-            _check_vrt_sources(source, depth + 1)
+    # The names only, read as text: GDAL parses the XML itself when it opens it, and an XML parser
+    # here would be one more place for entity tricks.
+    for match in _VRT_SOURCE.finditer(text):
+        name = html.unescape(match.group(3)).strip()
+        if not name:
+            continue
+        relative = re.search(r"""relative[Tt]oVRT\s*=\s*["']1["']""", match.group(2)) is not None
+        source = os.path.join(folder, name) if relative and not os.path.isabs(name) else name
+        problem = special_file_problem(source)
+        if problem:
+            raise BadInput(f"names {source}, which {problem}", path)
+        _check_vrt_sources(source, depth + 1)
 
 
 def gdal_reason(exc):
