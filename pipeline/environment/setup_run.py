@@ -74,6 +74,9 @@ def set_up(options, on_line=print, is_canceled=lambda: False):
     """Make the environment of `options`; SetupResult, or SetupFailed saying why."""
     env = child_env()
     env.pop("VIRTUAL_ENV", None)  # uv would install into the venv QGIS was started from
+    # The system's certificate store, as the standard library's download of uv uses: behind a
+    # proxy that inspects TLS (common in companies) only that store knows the proxy's CA.
+    env.setdefault("UV_NATIVE_TLS", "1")
     if options.proxy:
         env.update({name: options.proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
     run = _Runner(env, on_line, is_canceled)
