@@ -8,12 +8,15 @@ loaded by the same folder loader as a local folder, so both paths behave the sam
 
 The text tower of RS-M-CLIP is a `transformers` XLM-RoBERTa that open_clip builds from
 `AutoConfig.from_pretrained(text_cfg.hf_model_name)`. That name ("xlm-roberta-base") is another hub
-repo, so a downloaded folder would not load offline. `clip_textcfg.resolve_text_config` finds that
-configuration locally and the folder loader points open_clip at it.
+repo, so a downloaded folder would not load offline. `resolve_text_config` finds that configuration
+locally (the folder, a known public architecture, the local cache; never a download) and the folder
+loader points open_clip at it. Only the architecture is read from it: the weights all come from the
+CLIP checkpoint, loaded strictly, so a wrong shape fails loudly.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +26,85 @@ import torch
 import torch.nn.functional as F
 
 from . import bounded_json
-from .clip_textcfg import resolve_text_config
 from .device import resolve_device
 from .errors import ModelLoadError
 from .loading import MAX_JSON_BYTES, sha256_of
 from .sources import HUB_PREFIX, LOCAL_PREFIX, ModelFiles, hub_offline, resolve
 
 DEFAULT_CLIP_SOURCE = "hf-hub:joaodaniel/RS-M-CLIP"
+
+# --- the text tower's config: the public architecture of the two XLM-RoBERTa sizes ---------------
+_XLMR_COMMON = {
+    "model_type": "xlm-roberta",
+    "architectures": ["XLMRobertaForMaskedLM"],
+    "attention_probs_dropout_prob": 0.1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 514,
+    "pad_token_id": 1,
+    "position_embedding_type": "absolute",
+    "type_vocab_size": 1,
+    "vocab_size": 250002,
+}
+_XLMR_BASE = {**_XLMR_COMMON, "hidden_size": 768, "intermediate_size": 3072,
+              "num_attention_heads": 12, "num_hidden_layers": 12}
+_XLMR_LARGE = {**_XLMR_COMMON, "hidden_size": 1024, "intermediate_size": 4096,
+               "num_attention_heads": 16, "num_hidden_layers": 24}
+KNOWN_TEXT_CONFIGS = {
+    "xlm-roberta-base": _XLMR_BASE,
+    "FacebookAI/xlm-roberta-base": _XLMR_BASE,
+    "xlm-roberta-large": _XLMR_LARGE,
+    "FacebookAI/xlm-roberta-large": _XLMR_LARGE,
+}
+
+
+def _is_config_dir(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return "model_type" in bounded_json.load_file(cfg, 16 * 2**20)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def resolve_text_config(name: str, folder: Path, scratch: Path, *, cache_dir: str | None = None) -> Path:
+    """A folder holding `config.json` for the text tower named `name` of the model in `folder`.
+
+    In order: `name` is itself such a folder (absolute or relative to `folder`); `folder` holds the
+    text config (`config.json` with a model_type); `name` is a known public architecture (written to
+    `scratch`); the local Hugging Face cache has that repo's config.json (copied to `scratch`). It is
+    never downloaded: an unpinned download of another repo's file is what a supply-chain attack
+    would swap, and RS-M-CLIP's own text tower is a known architecture.
+    """
+    for candidate in (Path(name).expanduser(), folder / name):
+        if candidate.is_dir() and _is_config_dir(candidate):
+            return candidate
+    if _is_config_dir(folder):
+        return folder
+    if name in KNOWN_TEXT_CONFIGS:
+        (scratch / "config.json").write_text(json.dumps(KNOWN_TEXT_CONFIGS[name]), encoding="utf-8")
+        return scratch
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+    except ValueError:  # not a repo id
+        cached = None
+    if isinstance(cached, str) and _is_config_dir(Path(cached).parent):
+        (scratch / "config.json").write_bytes(Path(cached).read_bytes())
+        return scratch
+    raise ModelLoadError(
+        f"the text tower of {folder} is the transformers model {name!r}, whose config.json is neither "
+        f"in that folder nor in the local Hugging Face cache: run `hf download {name} config.json "
+        f"--local-dir tmp` and copy tmp/config.json into {folder}")
+
+
+# --- RS-M-CLIP ----------------------------------------------------------------------------------
 CONFIG_FILE = "open_clip_config.json"
 # In open_clip's order of preference.
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",

@@ -30,7 +30,7 @@ MAX_TEXTS = 256  # texts a request; the dock sends one
 MAX_ID_CHARS = 256
 # A request still unanswered after this long is abandoned (the first may download and load a model).
 SERVE_LIMIT_S = 900
-POLL_S = 0.05
+LANE_POLL_S = 0.05
 # A ping behind a request that has run this long is answered out of turn.
 PING_PATIENCE_S = 10
 _END = object()
@@ -256,10 +256,10 @@ def serve(worker, stdin=None, stdout=None, limit_s=None, ping_patience_s=PING_PA
                                                      f"abandoned; the worker goes on with the next ones"})
             lane = _Lane(worker, write, lane.jobs)
         if ended:
-            time.sleep(POLL_S)
+            time.sleep(LANE_POLL_S)
             continue
         try:
-            line = lines.get(timeout=POLL_S)
+            line = lines.get(timeout=LANE_POLL_S)
         except queue.Empty:
             continue
         if line is _END:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsicrc.model import clip_textcfg
+from rsicrc.model import clip as clip_textcfg
 from rsicrc.model.clip import load_clip
 from rsicrc.model.errors import ModelLoadError
 
