@@ -186,12 +186,14 @@ def discard_partial(part):
 
 
 def identity(path):
-    """What tells that `path` is still the file it was: (device, inode, size, mtime), None when absent."""
+    """What tells that `path` is still the same file: (device, inode), None when absent. Its content
+    may change meanwhile (QGIS showing the previous result, a search writing scores into it): the
+    run was asked to replace that file, not another one put in its place."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino)
 
 
 class ChangedMeanwhile(FileExistsError):
