@@ -177,3 +177,22 @@ def test_report_is_one_json_line():
     result = setup_run.SetupResult("/v/bin/python", choose_torch_build("cpu", "linux", "x86_64", NO_GPU))
     assert json.loads(setup_run.report(result)) == {"python": "/v/bin/python", "torch_build": "cpu", "device": "cpu",
                                                      "fallback": None}
+
+
+def test_no_usable_python_asks_uv_for_one_then_says_what_to_install(package_index, tmp_path, monkeypatch):
+    """No fitting Python here: uv's managed Python when it can download one (here it may not:
+    UV_PYTHON_DOWNLOADS=never), else the search's one line naming what to install."""
+    server, pyproject = package_index
+    monkeypatch.setattr(setup_run, "nvidia_facts", lambda: NO_GPU)
+
+    def none_found(on_probe=None):
+        raise setup_run.NoBasePython("No Python was found to create the environment with (Python 3.11 to 3.14 "
+                                     "needed). Install Python 3.13 from your distribution")
+
+    monkeypatch.setattr(setup_run, "find_base_python", none_found)
+    lines = []
+    with pytest.raises(setup_run.SetupFailed, match="Install Python 3.13 from your distribution") as err:
+        setup_run.set_up(_options(server, pyproject, tmp_path), lines.append)
+    assert "\n" not in str(err.value)
+    assert f"no usable Python here; asking uv for a managed Python {setup_run.MANAGED_PYTHON}" in lines
+    assert any(line.startswith("$ ") and " python install " in line for line in lines)
