@@ -57,7 +57,8 @@ class Option:
     help: str
     # text, int, float, bool, texts (repeatable text), bands, device, resume, raster_output (a file
     # the run writes; forms offer a save-file widget, Processing a raster destination), choice (one
-    # of `choices`)
+    # of `choices`), extent ("XMIN,YMIN,XMAX,YMAX[,CRS]"; Processing an extent), area (a vector file of
+    # polygons, FILE[|layername=NAME]; Processing a polygon source, selected features only if asked)
     kind: str
     minimum: float = None
     maximum: float = None
@@ -92,6 +93,17 @@ class CaptionParams:
     queries: list = _option(
         default_factory=list, flag="--query", kind="texts", label="Text queries",
         help="score every tile against this text (repeatable; one a line in forms); one q_<words> field each")
+    extent: str = _option(
+        None, flag="--extent", kind="extent", label="Extent",
+        help="caption only the tiles that touch this rectangle: XMIN,YMIN,XMAX,YMAX[,CRS] (CRS default: "
+             "BEFORE's, e.g. 7.1,45.0,7.2,45.1,EPSG:4326)")
+    area: str = _option(
+        None, flag="--area", kind="area", label="Area (polygons)",
+        help="caption only the tiles that touch these polygons: any vector file OGR reads, as FILE or "
+             "FILE|layername=NAME, in any CRS (reprojected)")
+    area_where: str = _option(
+        None, flag="--area-where", kind="text", label="Area features (SQL WHERE)", advanced=True, form=False,
+        requires="area", help="with --area: only the features this OGR SQL WHERE clause selects, e.g. \"name = 'Centre'\"")
     device: str = _option(
         "auto", flag="--device", kind="device", label="Device",
         help="where the model runs: auto, cpu, cuda, cuda:N, mps")
@@ -194,6 +206,10 @@ class CaptionParams:
                              f"got {self.heatmap_scale}")
         if self.heatmap is not None and not self.heatmap.lower().endswith((".tif", ".tiff")):
             raise ParamError(f"--heatmap must be a GeoTIFF file name ending in .tif, got {self.heatmap!r}")
+        if self.extent is not None and self.area is not None:
+            raise ParamError("--extent and --area each give the area of interest; give one of them")
+        if self.area_where is not None and self.area is None:
+            raise ParamError("--area-where needs --area (it selects the area's features)")
         if self.classes is not None and not self.clip:
             raise ParamError("--classes needs --clip (the classes come from RS-M-CLIP)")
         if self.engine != "ray" and (self.ray_address or self.workers is not None):
@@ -276,6 +292,10 @@ def _checked(opt, value):
         return _bands(opt, text)
     if kind == "raster_output":
         return text.strip() or None
+    if kind == "extent":
+        return _extent(opt, text)
+    if kind == "area":
+        return text.strip() or None
     if kind == "device" and not _DEVICE.match(text.strip()):
         raise ParamError(f"{opt.flag} must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
     if kind == "choice" and text.strip() not in opt.choices:
@@ -308,6 +328,32 @@ def _bands(opt, text):
     if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts):
         raise ParamError(f"{opt.flag} must be three band numbers from 1, like 4,3,2, got {text!r}")
     return ",".join(str(int(p)) for p in parts)
+
+
+def _extent(opt, text):
+    """"XMIN,YMIN,XMAX,YMAX[,CRS]" normalised; the CRS is whatever follows the fourth comma (a WKT
+    holds commas of its own)."""
+    if not text.strip():
+        return None
+    parts = text.strip().split(",", 4)
+    try:
+        numbers = [float(v) for v in parts[:4]]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):
+        raise ParamError(f"{opt.flag} must be XMIN,YMIN,XMAX,YMAX[,CRS], four numbers and a CRS such as "
+                         f"EPSG:4326, got {text!r}")
+    xmin, ymin, xmax, ymax = numbers
+    if not (xmin < xmax and ymin < ymax):
+        raise ParamError(f"{opt.flag} must have XMIN < XMAX and YMIN < YMAX, got {text!r}")
+    crs = parts[4].strip() if len(parts) == 5 else ""
+    return ",".join(f"{v!r}" for v in numbers) + (f",{crs}" if crs else "")
+
+
+def parse_extent(text):
+    """A checked --extent text -> ((xmin, ymin, xmax, ymax), crs text or None)."""
+    parts = text.split(",", 4)
+    return tuple(float(v) for v in parts[:4]), (parts[4] if len(parts) == 5 else None)
 
 
 def band_list(bands):

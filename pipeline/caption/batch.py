@@ -1,7 +1,9 @@
 """`rsicrc caption-batch PAIRS.csv -o OUT.gpkg`: many BEFORE/AFTER pairs captioned into one layer.
 
-PAIRS.csv has a header with the columns before,after and optionally name; a path is a file
-(relative to the CSV's folder) or anything GDAL reads (/vsicurl/ COGs, s3://). Each pair is checked
+PAIRS.csv has a header with the columns before,after and optionally name, and an area of interest
+per pair in an `extent` (XMIN,YMIN,XMAX,YMAX[,CRS], quoted) or `area` (a vector file) column, in
+place of the batch's --extent/--area; a path is a file (relative to the CSV's folder) or anything
+GDAL reads (/vsicurl/ COGs, s3://). Each pair is checked
 as `caption` checks one; a bad pair is reported, listed in the metadata (`bad_pairs`) and skipped,
 and the others go on. Each good pair is captioned by `caption`'s own run (either engine, one model
 load for all pairs) into its own layer in OUT + ".pairs/"; the layers are then copied into OUT with
@@ -19,7 +21,7 @@ import os
 from ..caption_params import ParamError
 from ..errors import BadInput
 from ..layer.gpkg import LayerWriter, read_metadata
-from ..layer.schema import CORE_FIELDS, LAYER, PAIR_FIELD, SERIES_FIELDS, partial_path
+from ..layer.schema import AREA_FRACTION_FIELD, CORE_FIELDS, LAYER, PAIR_FIELD, SERIES_FIELDS, partial_path
 from ..output_file import LAYER_OUTPUT, OutputLock, check_output, discard_partial, move_into_place
 from ..progress import Reporter
 from ..raster.sources import check_regular, is_gdal_path, source_path
@@ -43,7 +45,8 @@ class BatchSummary:
 
 
 def read_pairs(path):
-    """[(name, before, after)] from the CSV; BadInput naming the CSV when it cannot be used."""
+    """[(name, before, after, {"extent"/"area": the row's area, if any})] from the CSV; BadInput
+    naming the CSV when it cannot be used."""
     check_regular(path, "CSV")  # a FIFO would block the read
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -67,7 +70,10 @@ def read_pairs(path):
         if name in names:
             raise BadInput(f"the pair name {name!r} is on rows {names[name]} and {number}; names must be unique", path)
         names[name] = number
-        pairs.append((name, _resolve(row.get("before", ""), folder), _resolve(row.get("after", ""), folder)))
+        area = {"extent": row["extent"]} if row.get("extent") else {}
+        if row.get("area"):
+            area["area"] = _resolve(row["area"], folder)
+        pairs.append((name, _resolve(row.get("before", ""), folder), _resolve(row.get("after", ""), folder), area))
     if not pairs:
         raise BadInput("holds no pairs", path)
     return pairs
@@ -102,7 +108,8 @@ def run_caption_batch(pairs_csv, p, reporter):
         raise BadInput("--heatmap is one GeoTIFF per pair; run `rsicrc caption` for the pairs that need one")
     pairs = read_pairs(pairs_csv)
     out = str(p.output)
-    inputs = [(x, "an input raster") for _, b, a in pairs for x in (b, a) if x and not is_gdal_path(x)]
+    inputs = [(x, "an input raster") for _, b, a, _ in pairs for x in (b, a) if x and not is_gdal_path(x)]
+    inputs += [(area["area"], "an area file") for *_, area in pairs if "area" in area and not is_gdal_path(area["area"])]
     inputs += [(pairs_csv, "the pairs CSV")] + model_files(p)
     found = check_output(out, LAYER_OUTPUT, inputs, overwrite=p.overwrite, partial=partial_path(out))
     folder = out + PAIRS_SUFFIX
@@ -149,11 +156,11 @@ def _checked_pairs(pairs, p, folder, reporter, bad):
     """The pairs that pass `caption`'s checks and share the first good pair's CRS, each with its
     plan, tile count and layer in `folder`; the others go to `bad`."""
     good, crs = [], None
-    for number, (name, before, after) in enumerate(pairs, start=1):
+    for number, (name, before, after, area) in enumerate(pairs, start=1):
         try:
             if not before or not after:
                 raise BadInput("the row needs both a before and an after raster")
-            pp = dataclasses.replace(p, before=before, after=after)
+            pp = _pair_params(p, before, after, area)
             plan = open_pair(pp)
             if crs is not None and plan.grid.crs != crs:
                 raise BadInput(f"its CRS ({plan.grid.crs.to_string()}) is not the layer's ({crs.to_string()}, of "
@@ -162,7 +169,7 @@ def _checked_pairs(pairs, p, folder, reporter, bad):
             _bad(reporter, bad, name, number, before, after, exc)
             continue
         crs = plan.grid.crs if crs is None else crs
-        good.append({"name": name, "row": number, "before": before, "after": after, "plan": plan,
+        good.append({"name": name, "row": number, "before": before, "after": after, "plan": plan, "params": pp,
                      "tiles": len(plan_tiles(pp, plan)), "layer": os.path.join(folder, f"pair-{number:06d}.gpkg")})
     return good
 
@@ -172,8 +179,7 @@ def _caption_pairs(good, p, models, reporter, bad, total):
     this batch finished it); the pairs done, with their tile id offsets."""
     offset, done_pairs = 0, []
     for g in good:
-        pp = dataclasses.replace(p, before=g["before"], after=g["after"], output=g["layer"], overwrite=False,
-                                 resume="auto" if p.resume else False)
+        pp = dataclasses.replace(g["params"], output=g["layer"], overwrite=False, resume="auto" if p.resume else False)
         try:
             if not (p.resume and _finished(g, pp, models.captioner)):
                 run_caption(pp, _PairReporter(reporter, g["name"], offset, total), captioner=models.captioner,
@@ -187,6 +193,19 @@ def _caption_pairs(good, p, models, reporter, bad, total):
         offset += g["tiles"]
         reporter.advance(offset, total)
     return done_pairs
+
+
+def _pair_params(p, before, after, area):
+    """The CaptionParams of one pair: the batch's, with the row's area in place of the batch's."""
+    if area:
+        pp = dataclasses.replace(p, before=before, after=after, extent=area.get("extent"), area=area.get("area"),
+                                 area_where=None)
+    else:
+        pp = dataclasses.replace(p, before=before, after=after)
+    try:
+        return pp.check()
+    except ParamError as exc:
+        raise BadInput(f"the row's area: {exc}") from None
 
 
 def _bad(reporter, bad, name, number, before, after, exc):
@@ -211,13 +230,14 @@ def _merge(done_pairs, bad, pairs_csv, p, out, found):
     if os.path.exists(part):
         discard_partial(part)
     writer, skips, fingerprints, features = None, Skips(), [], 0
+    area = any(g["plan"].area is not None for g in done_pairs)
     for g in done_pairs:
         meta = read_metadata(g["layer"])
         fingerprints.append({"pair": g["name"], **meta["run_fingerprint"]})
         skips.add([{"pair": g["name"], **t, "tile_id": t["tile_id"] + g["tile_id_offset"]}
                    for t in meta.get("skipped_tiles", [])], int(meta.get("skipped_count", 0)))
         g["features"] = int(meta.get("features", 0))
-        writer, copied = _copy_pair(g, part, writer)
+        writer, copied = _copy_pair(g, part, writer, area)
         features += copied
     writer.set_metadata(_batch_metadata(done_pairs, bad, pairs_csv, p, features, skips, fingerprints))
     move_into_place(part, out, found)
@@ -228,9 +248,10 @@ _ARROW_KINDS = {"int64": "int", "string": "text", "large_string": "text", "doubl
                 "binary": "blob", "large_binary": "blob"}
 
 
-def _copy_pair(g, part, writer):
+def _copy_pair(g, part, writer, area):
     """Append pair `g`'s layer to the merged one (created by the first pair, with the pair field
-    after the series fields); (writer, features copied)."""
+    after the series fields; with `area`, the area_fraction field, empty for a pair without an
+    area); (writer, features copied)."""
     import numpy as np
     import pyogrio
     import shapely
@@ -242,13 +263,16 @@ def _copy_pair(g, part, writer):
         if writer is None:
             fields = [(n, _ARROW_KINDS[str(reader.schema.field(n).type)]) for n in names]
             core = len(CORE_FIELDS) + len(SERIES_FIELDS)
-            fields = fields[:core] + [(PAIR_FIELD, "text")] + fields[core:]
+            fraction = [(AREA_FRACTION_FIELD, "real")] if area and AREA_FRACTION_FIELD not in names else []
+            fields = fields[:core] + [(PAIR_FIELD, "text")] + fraction + fields[core:]
             writer = LayerWriter(part, g["plan"].grid.crs.to_wkt(), fields)
             writer.create({"complete": False, "run_fingerprint": {}})
         for batch in reader:
             columns = {n: batch.column(n).to_pylist() for n in names}
             columns["tile_id"] = [t + g["tile_id_offset"] for t in columns["tile_id"]]
             columns[PAIR_FIELD] = [g["name"]] * batch.num_rows
+            if area and AREA_FRACTION_FIELD not in columns:  # this pair covers its whole overlap
+                columns[AREA_FRACTION_FIELD] = [None] * batch.num_rows
             geoms = shapely.from_wkb(np.asarray(batch.column(geom_name).to_pylist(), dtype=object))
             writer.append(columns, shapely.bounds(geoms))
             copied += batch.num_rows
@@ -272,7 +296,9 @@ def _batch_metadata(done_pairs, bad, pairs_csv, p, features, skips, fingerprints
         "run_fingerprint": {"pairs_csv": os.path.abspath(pairs_csv), "pairs": fingerprints},
         "pairs": [{"pair": g["name"], "row": g["row"], "before": source_path(g["before"]),
                    "after": source_path(g["after"]), "tiles": g["tiles"], "features": g["features"],
-                   "tile_id_offset": g["tile_id_offset"]} for g in done_pairs],
+                   "tile_id_offset": g["tile_id_offset"],
+                   **({"area": g["plan"].area.describe()} if g["plan"].area is not None else {})}
+                  for g in done_pairs],
         "bad_pairs": bad,
         "complete": True, "features": features, **skips.metadata(),
     })

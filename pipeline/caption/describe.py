@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..layer.blobs import embedding_blob
-from ..layer.schema import (ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, GEOMETRY_COLUMN, SERIES_FIELDS, date_name,
-                            slug_field)
+from ..layer.schema import (AREA_FRACTION_FIELD, ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, GEOMETRY_COLUMN,
+                            SERIES_FIELDS, date_name, slug_field)
 from ..layer.tile_rows import TileRows
 
 
@@ -36,7 +36,7 @@ def embed_queries(cap, texts, reporter):
     if not texts:
         return Queries()
     fields = []
-    taken = [f for f, _ in CORE_FIELDS + SERIES_FIELDS] + [EMBEDDING_FIELD, "fid", GEOMETRY_COLUMN]
+    taken = [f for f, _ in CORE_FIELDS + SERIES_FIELDS] + [AREA_FRACTION_FIELD, EMBEDDING_FIELD, "fid", GEOMETRY_COLUMN]
     for q in texts:
         unknown = cap.unknown_words(q)
         if unknown:
@@ -114,6 +114,9 @@ class BatchDescriber:
             "most_changed_interval": most_changed(which, intervals, scores),
             EMBEDDING_FIELD: [embedding_blob(e) for e in emb],
         }
+        if self.plan.area is not None:
+            bounds = [self.plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles]
+            columns[AREA_FRACTION_FIELD] = self.plan.area.fractions(bounds)
         if self.attention:
             columns[ATTENTION_FIELD] = [embedding_blob(m) for m in result.attention.numpy()]
         columns.update(self.queries.scores(emb))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..layer.gpkg import LayerError, LayerWriter, layer_error_reason, read_info
-from ..layer.schema import ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, SERIES_FIELDS, date_name, partial_path
+from ..layer.schema import AREA_FRACTION_FIELD, ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, SERIES_FIELDS, date_name, partial_path
 from ..layer.sqlite_edits import add_fields
 from ..output_file import discard_partial, is_rsicrc_layer, move_into_place
 from .heatmap import write_run_heatmap
@@ -111,10 +111,10 @@ class CaptionJob:
         return RunSummary(self.output, features, self.skipped.count, len(self.tiles), self.resumed)
 
 
-def layer_fields(queries, attention, clip_annotator):
+def layer_fields(queries, attention, clip_annotator, area=False):
     """[(name, kind)] of a caption layer, in layer order."""
-    fields = list(CORE_FIELDS + SERIES_FIELDS) + [(name, "real") for name in queries.fields] + \
-        [(EMBEDDING_FIELD, "blob")]
+    fields = list(CORE_FIELDS + SERIES_FIELDS) + ([(AREA_FRACTION_FIELD, "real")] if area else []) + \
+        [(name, "real") for name in queries.fields] + [(EMBEDDING_FIELD, "blob")]
     if attention:
         fields.append((ATTENTION_FIELD, "blob"))
     if clip_annotator is not None:
@@ -125,7 +125,8 @@ def layer_fields(queries, attention, clip_annotator):
 def open_job(p, plan, tiles, state, models, queries, fingerprint, classes, reporter, found):
     """The CaptionJob of a run: a new partial layer, or the resumed one (`state`) brought up to date."""
     part = partial_path(p.output)
-    writer = LayerWriter(part, plan.grid.crs.to_wkt(), layer_fields(queries, bool(p.heatmap), models.clip_annotator))
+    writer = LayerWriter(part, plan.grid.crs.to_wkt(), layer_fields(queries, bool(p.heatmap), models.clip_annotator,
+                                                                    area=plan.area is not None))
     metadata = run_metadata(p, plan, models, queries, fingerprint)
     if state is None:
         _create(writer, str(p.output), metadata)

@@ -31,6 +31,8 @@ def run_metadata(p, plan, models, queries, fingerprint):
         "dates": [source_path(d) for d in p.dates],
         "intervals": [{"interval": k, "before": names[k], "after": names[k + 1]} for k in range(len(names) - 1)],
     }
+    if plan.area is not None:  # the area as given, in its own CRS, and the tiles it planned
+        meta["area"] = {**plan.area.describe(), "tiles": int(plan.keep.sum())}
     if clip_annotator is not None:
         meta.update(clip_annotator.metadata())
         dim = getattr(getattr(clip_annotator, "clip", None), "embedding_dim", None)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..caption_params import band_list
 from ..models import load_captioner
 from ..raster.pair_plan import plan_pair
-from ..raster.tiling import tile_grid
+from ..raster.area import area_spec
 from .clip_annotator import load_clip_annotator
 from .describe import BatchDescriber
 
@@ -20,12 +20,14 @@ def open_pair(p, yes_large=None):
     at fault. `yes_large` overrides p.yes_large (a point caption reads one window of any plan)."""
     return plan_pair(p.before, p.after, bands=band_list(p.bands), tile_size=p.tile_size, reproject=p.reproject,
                      target_resolution=p.target_resolution, overlap=p.overlap,
-                     yes_large=p.yes_large if yes_large is None else yes_large, later=p.later)
+                     yes_large=p.yes_large if yes_large is None else yes_large, later=p.later,
+                     area=area_spec(p))
 
 
 def plan_tiles(p, plan):
-    """The TileGrid covering the plan's overlap with p's tile size and overlap."""
-    return tile_grid(plan.window, p.tile_size, p.overlap)
+    """The TileGrid covering the plan's window (the overlap, or its part in the area) with p's tile
+    size and overlap, less the tiles outside the area."""
+    return plan.tiles(p.tile_size, p.overlap)
 
 
 @dataclass

@@ -34,6 +34,8 @@ EMBEDDING_FIELD = "embedding"
 # With --heatmap: each tile's attention map, (h, w) float32 LE row-major, top row first
 # (pipeline/caption/heatmap.py).
 ATTENTION_FIELD = "attention"
+# With --extent / --area: the fraction of the tile's square inside the area (pipeline/raster/area.py).
+AREA_FRACTION_FIELD = "area_fraction"
 # Layers of `rsicrc caption-batch`: which pair of the CSV a tile is from (its name, or its row).
 PAIR_FIELD = "pair"
 # With --clip: the RS-M-CLIP image embeddings of both dates, and with classes the zero-shot land cover.
@@ -47,6 +49,8 @@ def date_name(path):
     """What a layer calls a date (before_name, after_name): its file's base name, or the last part
     of a GDAL path or URL (/vsicurl/https://host/2019.tif -> 2019.tif)."""
     path = str(path)
+    if path.startswith("<"):  # an inline service description: its kind (GDAL_WMS)
+        return re.match(r"<\s*([A-Za-z_]*)", path).group(1) or "inline"
     if path.startswith("/vsi") or "://" in path:
         return re.split(r"[/\\]", path.split("?", 1)[0].rstrip("/\\"))[-1]
     return os.path.basename(os.path.normpath(path))

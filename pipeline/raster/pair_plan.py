@@ -22,6 +22,7 @@ from .grid_rules import ALIGN_TOLERANCE_PX, FAR_FACTOR, LEVIR_PIXEL_M, METERS_PE
 from .plan_size import check_plan_size
 from .sources import open_raster
 from .stretch import needs_stretch, sample_limits
+from .area import AreaSpec, area_window, read_area, tile_mask
 from .tiling import tile_grid
 
 
@@ -63,6 +64,8 @@ class PairPlan:
     after: SourcePlan
     warnings: list = field(default_factory=list)
     later: list = field(default_factory=list)  # SourcePlan of each date after AFTER, oldest first
+    area: object = None  # area.Area of --extent / --area; the window is then its part of the overlap
+    keep: object = None  # with an area: per tile id of the window's grid, whether the tile touches it
 
     @property
     def dates(self):
@@ -81,7 +84,13 @@ class PairPlan:
         if self.later:  # only then: a pair's description (and so its run fingerprint) stays as it was
             out["stretch"]["later"] = [sp.limits for sp in self.later]
             out["later_warped"] = [sp.warp for sp in self.later]
+        if self.area is not None:  # likewise: a run without an area describes itself as before
+            out["area"] = self.area.describe()
         return out
+
+    def tiles(self, tile_size, overlap):
+        """The TileGrid of the plan's window, less the tiles outside its area."""
+        return tile_grid(self.window, tile_size, overlap, self.keep)
 
 
 def _choose_bands(src, path, bands):
@@ -178,9 +187,10 @@ def _shared_window(grid, sources, paths, tile_size):
 
 
 def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=False, target_resolution=None,
-              overlap=0, yes_large=False, later=()):
+              overlap=0, yes_large=False, later=(), area=AreaSpec()):
     """Check the pair (with `later`: the series BEFORE, AFTER, *later) and return the PairPlan, or
-    raise BadInput (also for a plan beyond the limits of pipeline/raster/plan_size.py without yes_large)."""
+    raise BadInput (also for a plan beyond the limits of pipeline/raster/plan_size.py without yes_large).
+    `area`: an AreaSpec; only the tiles touching it are planned."""
     paths = [str(before_path), str(after_path), *(str(p) for p in later)]
     before_path = paths[0]
     with contextlib.ExitStack() as stack:
@@ -214,8 +224,17 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
                 warps.append(problem is not None)
 
         window = _shared_window(grid, sources, paths, tile_size)
-        check_plan_size(len(tile_grid(window, tile_size, overlap)), len(tile_grid(window, tile_size)), pixel_growth,
-                        tile_size, yes_large, before_path)
+        _check_web_sources(sources, paths, area)
+        chosen_area, keep = None, None
+        if area:
+            chosen_area = read_area(area, grid.crs)
+            window = area_window(grid, window, chosen_area, tile_size, overlap,
+                                 area.area or f"--extent {area.extent}")
+            keep = tile_mask(grid, tile_grid(window, tile_size, overlap), chosen_area)
+        planned = tile_grid(window, tile_size, overlap, keep)
+        unlapped = len(planned) if not overlap else len(tile_grid(window, tile_size, 0, _mask_or_none(
+            grid, window, tile_size, chosen_area)))
+        check_plan_size(len(planned), unlapped, pixel_growth, tile_size, yes_large, before_path)
 
         notes = []
         size_m = _pixel_size_m(grid)
@@ -234,13 +253,32 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
             return SourcePlan(path, bands_of, src.dtypes[bands_of[0] - 1], warp, offset)
 
         dates = [source(*args) for args in zip(sources, paths, chosen, warps)]
-        plan = PairPlan(grid, window, dates[0], dates[1], notes, dates[2:])
+        plan = PairPlan(grid, window, dates[0], dates[1], notes, dates[2:], chosen_area, keep)
 
     for sp in plan.dates:
         if any(needs_stretch(d) for d in _dtypes(sp)):
             with open_on_grid(sp, plan.grid) as reader:
                 sp.limits = sample_limits(reader.sample_source, sp.bands, reader.window(plan.window), sp.path)
     return plan
+
+
+def _mask_or_none(grid, window, tile_size, area):
+    return None if area is None else tile_mask(grid, tile_grid(window, tile_size), area)
+
+
+# GDAL drivers of tiled web services: their rasters cover a continent or the world.
+WEB_SERVICE_DRIVERS = ("WMS", "WMTS")
+
+
+def _check_web_sources(sources, paths, area):
+    """A web service's raster (an XYZ/TMS, WMS or WMTS description) is the world at its finest
+    level: without an area the run would be every tile on the planet."""
+    if area:
+        return
+    for src, path in zip(sources, paths):
+        if src.driver in WEB_SERVICE_DRIVERS:
+            raise BadInput(f"is a web service ({src.driver}, {src.width:,} x {src.height:,} px); give the area to "
+                           f"caption with --extent XMIN,YMIN,XMAX,YMAX[,CRS] or --area FILE", path)
 
 
 def _dtypes(sp):

@@ -21,10 +21,16 @@ GDAL_NETWORK_DEFAULTS = {"GDAL_HTTP_CONNECTTIMEOUT": "15", "GDAL_HTTP_TIMEOUT": 
                          "GDAL_HTTP_RETRY_DELAY": "2"}
 
 
+# A GDAL connection string: DRIVER:... (WMTS:, WMS:, GPKG:, NETCDF:), two letters or more, so never
+# a Windows drive; or a service description given inline (<GDAL_WMS>...</GDAL_WMS>).
+_CONNECTION = re.compile(r"^[A-Z][A-Z0-9_]+:")
+
+
 def is_gdal_path(path):
-    """Whether `path` is for GDAL to resolve (/vsicurl/..., s3://...) rather than a local file."""
+    """Whether `path` is for GDAL to resolve (/vsicurl/..., s3://..., WMTS:..., an inline
+    <GDAL_WMS> description) rather than a local file."""
     path = str(path)
-    return path.startswith("/vsi") or "://" in path
+    return path.startswith(("/vsi", "<")) or "://" in path or _CONNECTION.match(path) is not None
 
 
 def source_path(path):

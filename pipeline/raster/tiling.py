@@ -9,6 +9,8 @@ billions of tiles costs nothing until it is walked (and the caller can refuse it
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -52,16 +54,26 @@ def axis_offsets(start, length, size, overlap=0):
 
 
 class TileGrid:
-    """Tiles covering `window` = (col_off, row_off, width, height), row-major by tile_id."""
+    """Tiles covering `window` = (col_off, row_off, width, height), row-major by tile_id.
 
-    def __init__(self, window, size, overlap=0):
+    `keep` (a bool per tile id, from an area of interest) leaves the other tiles out of the plan:
+    its length and walks count the kept ones, while ids stay the grid's (`n_ids` of them).
+    """
+
+    def __init__(self, window, size, overlap=0, keep=None):
         col_off, row_off, width, height = window
         self.size = size
         self.rows = AxisOffsets(row_off, height, size, overlap)
         self.cols = AxisOffsets(col_off, width, size, overlap)
+        self.keep = keep
+        self._len = self.n_ids if keep is None else int(keep.sum())
+
+    @property
+    def n_ids(self):
+        return len(self.rows) * len(self.cols)
 
     def __len__(self):
-        return len(self.rows) * len(self.cols)
+        return self._len
 
     def tile(self, tile_id):
         i, j = divmod(tile_id, len(self.cols))
@@ -69,8 +81,8 @@ class TileGrid:
 
     def __getitem__(self, tile_id):
         if tile_id < 0:
-            tile_id += len(self)
-        if not 0 <= tile_id < len(self):
+            tile_id += self.n_ids
+        if not 0 <= tile_id < self.n_ids:
             raise IndexError(tile_id)
         return self.tile(tile_id)
 
@@ -80,7 +92,10 @@ class TileGrid:
     def iter_from(self, first_id=0, skip=None):
         """Tiles from `first_id` on; `skip`: a sorted array of tile ids to leave out."""
         ncols, k = len(self.cols), 0
-        for tile_id in range(first_id, len(self)):
+        ids = range(first_id, self.n_ids)
+        if self.keep is not None:
+            ids = (int(i) for i in np.flatnonzero(self.keep[first_id:]) + first_id)
+        for tile_id in ids:
             if skip is not None:
                 while k < len(skip) and skip[k] < tile_id:
                     k += 1
@@ -90,5 +105,5 @@ class TileGrid:
             yield Tile(tile_id, self.rows[i], self.cols[j], self.size)
 
 
-def tile_grid(window, size, overlap=0):
-    return TileGrid(window, size, overlap)
+def tile_grid(window, size, overlap=0, keep=None):
+    return TileGrid(window, size, overlap, keep)
