@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SYSTEM_PYTHON := /usr/bin/python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := qgis python3-qgis python3-venv xvfb debootstrap
+APT_PACKAGES := qgis python3-qgis python3-venv xvfb debootstrap gdal-bin
 export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: setup system-deps test test-chroots bench demo package package-upload clean

@@ -14,8 +14,8 @@ def one_line(text):
 
 
 def shown_path(path):
-    """A path as messages show it: one line, and a URL's credentials and query values left out
-    (/vsicurl/https://user:secret@host/a.tif?token=x -> /vsicurl/https://host/a.tif?token=...)."""
+    """A path (or a message) as messages show it: one line, and a URL's credentials and query
+    values left out (/vsicurl/https://user:secret@host/a.tif?token=x -> /vsicurl/https://host/a.tif?token=...)."""
     text = str(path)
     if "://" in text:
         text = re.sub(r"(://)[^/@\s]*@", r"\1", text)
@@ -28,7 +28,8 @@ class BadInput(Exception):
 
     def __init__(self, message, path=None):
         self.path = str(path) if path is not None else None
-        super().__init__(f"{shown_path(path)}: {message}" if path is not None else message)
+        # GDAL's reasons may quote a URL whole: its credentials and query values are left out too.
+        super().__init__(f"{shown_path(path)}: {shown_path(message)}" if path is not None else shown_path(message))
 
 
 class PipelineFailure(Exception):

@@ -38,7 +38,7 @@ MIRROR=${RSICRC_DEBIAN_MIRROR:-}
 # pyogrio does, warns on stderr and the CLI's one-line errors get two more lines).
 # default-jre-headless is left out: the METEOR test skips without java
 # (RSICRC_CHROOT_EXTRA_APT="default-jre-headless" adds it).
-APT_PACKAGES="qgis python3-qgis qgis-providers python3-venv xvfb xauth proj-bin ${RSICRC_CHROOT_EXTRA_APT:-}"
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-venv xvfb xauth proj-bin gdal-bin ${RSICRC_CHROOT_EXTRA_APT:-}"
 VENV=/opt/rsicrc-venv  # inside the chroot
 DEFAULT_TESTS=(tests/qgis tests/pipeline tests/clip)
 

@@ -18,6 +18,7 @@ from ..errors import BadInput
 from ..layer.gpkg import LayerError, layer_error_reason
 from ..layer.schema import partial_path
 from ..output_file import LAYER_OUTPUT, OutputLock, check_output, check_replaceable, discard_partial
+from ..raster.sources import SourceUnreachable
 from ..raster.tile_reader import TileReader
 from .clip_annotator import parsed_classes
 from .describe import embed_queries
@@ -94,6 +95,9 @@ def _caption(job, models, resumed):
         # Whole batches are in the file (one transaction each): once there is room, --resume goes on.
         raise BadInput(f"writing stopped ({layer_error_reason(exc)}; is the disk full?); {part} keeps the finished "
                        f"tiles: make room and rerun with --resume", job.output) from None
+    except SourceUnreachable as exc:  # the server may answer again: the finished tiles are kept
+        raise BadInput(f"{exc}; {part} keeps the {job.count:,} finished tiles: rerun with --resume once it answers"
+                       ) from None
     except BadInput:
         if not resumed:  # an unreadable input: what this run wrote cannot be resumed usefully
             discard_partial(part)

@@ -20,7 +20,7 @@ from ..errors import BadInput
 from .grid_reader import open_on_grid
 from .grid_rules import ALIGN_TOLERANCE_PX, FAR_FACTOR, LEVIR_PIXEL_M, METERS_PER_DEGREE, PIXEL_SIZE_RTOL
 from .plan_size import check_plan_size
-from .sources import open_raster
+from .sources import WEB_SERVICE_DRIVERS, open_raster
 from .stretch import needs_stretch, sample_limits
 from .area import AreaSpec, area_window, read_area, tile_mask
 from .tiling import tile_grid
@@ -264,10 +264,6 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
 
 def _mask_or_none(grid, window, tile_size, area):
     return None if area is None else tile_mask(grid, tile_grid(window, tile_size), area)
-
-
-# GDAL drivers of tiled web services: their rasters cover a continent or the world.
-WEB_SERVICE_DRIVERS = ("WMS", "WMTS")
 
 
 def _check_web_sources(sources, paths, area):

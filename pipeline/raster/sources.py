@@ -105,6 +105,32 @@ def _check_vrt_sources(path, depth):
         _check_vrt_sources(source, depth + 1)
 
 
+# GDAL drivers of tiled web services: their rasters cover a continent or the world.
+WEB_SERVICE_DRIVERS = ("WMS", "WMTS")
+_URL_HOST = re.compile(r"://(?:[^/@\s]*@)?([^/?#\s<>\"']+)")
+_SERVICE_URL = re.compile(r"<(ServerUrl|GetCapabilitiesUrl|ServerURL)>([^<]+)<")
+
+
+def network_host(path):
+    """host[:port] of the server behind a network source (a URL, /vsicurl/, a WMS/WMTS description
+    inline or in a local file), or None: what a failed read names, never a URL's credentials or query."""
+    text = str(path)
+    if not is_gdal_path(text) and os.path.isfile(text) and not special_file_problem(text):
+        with open(text, encoding="utf-8", errors="replace") as f:
+            head = f.read(65536)
+        if not head.lstrip().startswith(("<GDAL_WMS", "<GDAL_WMTS")):
+            return None
+        text = head
+    service = _SERVICE_URL.search(text)
+    match = _URL_HOST.search(html.unescape(service.group(2)) if service else text)
+    return match.group(1) if match else None
+
+
+class SourceUnreachable(BadInput):
+    """A network source failed during the run (a dead or failing server): the finished tiles are
+    worth keeping for --resume."""
+
+
 def gdal_reason(exc):
     """GDAL's own message behind a rasterio error ("Read failed. See previous exception" hides it)."""
     messages = []

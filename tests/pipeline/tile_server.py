@@ -1,0 +1,88 @@
+"""A web imagery server on 127.0.0.1 for the tests: XYZ tiles that gdal2tiles makes of a raster,
+and files with HTTP range requests (a COG read by /vsicurl/). It counts what it is asked, and can
+be told to fail: answer 500 after some requests, or nothing at all."""
+import http.server
+import os
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+WORLD = 20037508.342789244  # EPSG:3857's half width
+
+
+def make_xyz(raster, folder, zoom):
+    """gdal2tiles --xyz of `raster` at `zoom` into `folder` (PNG tiles with alpha)."""
+    subprocess.run(["gdal2tiles.py", "--xyz", "-z", str(zoom), "-w", "none", "-r", "near", "--processes", "1",
+                    "-q", str(raster), str(folder)], check=True, timeout=300,
+                   env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return folder
+
+
+def tms_description(url, zoom, cache=None):
+    """A GDAL_WMS TMS description of XYZ tiles at `url`/{z}/{x}/{y}.png, level `zoom`."""
+    cache_xml = f"<Cache><Path>{cache}</Path></Cache>" if cache else ""
+    return (f"<GDAL_WMS><Service name=\"TMS\"><ServerUrl>{url}/${{z}}/${{x}}/${{y}}.png</ServerUrl></Service>"
+            f"<DataWindow><UpperLeftX>{-WORLD}</UpperLeftX><UpperLeftY>{WORLD}</UpperLeftY>"
+            f"<LowerRightX>{WORLD}</LowerRightX><LowerRightY>{-WORLD}</LowerRightY><TileLevel>{zoom}</TileLevel>"
+            f"<TileCountX>1</TileCountX><TileCountY>1</TileCountY><YOrigin>top</YOrigin></DataWindow>"
+            f"<Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY>"
+            f"<BandsCount>4</BandsCount><ZeroBlockHttpCodes>204,404</ZeroBlockHttpCodes>{cache_xml}</GDAL_WMS>")
+
+
+class TileServer:
+    """Serves `root` on 127.0.0.1 in a thread; `requests` lists the paths asked, `served` the bytes
+    sent of each, `fail_after` makes every request after that many answer 500."""
+
+    def __init__(self, root):
+        self.root, self.requests, self.fail_after = Path(root), [], None
+        self.served = {}  # path -> bytes sent
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self.answer(head=True)
+
+            def do_GET(self):
+                self.answer(head=False)
+
+            def answer(self, head):
+                server.requests.append(self.path)
+                if server.fail_after is not None and len(server.requests) > server.fail_after:
+                    self.send_error(500)
+                    return
+                path = (server.root / self.path.split("?", 1)[0].lstrip("/")).resolve()
+                if server.root.resolve() not in path.parents or not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                start, stop, status = 0, len(data), 200
+                ranged = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
+                if ranged:
+                    start = int(ranged.group(1))
+                    stop = min(len(data), int(ranged.group(2)) + 1 if ranged.group(2) else len(data))
+                    status = 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(stop - start))
+                self.send_header("Accept-Ranges", "bytes")
+                if ranged:
+                    self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data[start:stop])
+                    server.served[self.path] = server.served.get(self.path, 0) + stop - start
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
