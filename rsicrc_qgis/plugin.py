@@ -118,7 +118,7 @@ class RsicrcPlugin:
 
     # --- caption --------------------------------------------------------------------------
     def open_caption_dialog(self):
-        dialog = CaptionDialog(self.iface.mainWindow())
+        dialog = CaptionDialog(self.iface.mainWindow(), canvas=self.iface.mapCanvas())
         dialog.runRequested.connect(self.start_caption)
         # The map tool's panel offers the pair last captioned.
         dialog.runRequested.connect(lambda *_: settings.save_last_pair(

@@ -43,6 +43,7 @@ SOURCE_POLYGONS = first_of("core.Qgis.ProcessingSourceType.VectorPolygon",
 FAST_INSERT = first_of("core.QgsFeatureSink.Flag.FastInsert", "core.QgsFeatureSink.FastInsert")
 POLYGON_LAYERS = first_of("core.Qgis.LayerFilter.PolygonLayer", "core.QgsMapLayerProxyModel.Filter.PolygonLayer",
                           "core.QgsMapLayerProxyModel.PolygonLayer")
+WRITER_NO_ERROR = first_of("core.QgsVectorFileWriter.WriterError.NoError", "core.QgsVectorFileWriter.NoError")
 RASTER_LAYERS = first_of("core.Qgis.LayerFilter.RasterLayer", "core.QgsMapLayerProxyModel.Filter.RasterLayer",
                          "core.QgsMapLayerProxyModel.RasterLayer")
 NO_GEOMETRY = first_of("core.Qgis.FeatureRequestFlag.NoGeometry", "core.QgsFeatureRequest.Flag.NoGeometry",

@@ -32,7 +32,7 @@ def run_metadata(p, plan, models, queries, fingerprint):
         "intervals": [{"interval": k, "before": names[k], "after": names[k + 1]} for k in range(len(names) - 1)],
     }
     if plan.area is not None:  # the area as given, in its own CRS, and the tiles it planned
-        meta["area"] = {**plan.area.describe(), "tiles": int(plan.keep.sum())}
+        meta["area"] = {"source": plan.area.source, **plan.area.describe(), "tiles": int(plan.keep.sum())}
     if clip_annotator is not None:
         meta.update(clip_annotator.metadata())
         dim = getattr(getattr(clip_annotator, "clip", None), "embedding_dim", None)

@@ -31,7 +31,9 @@ class Area:
     crs: str  # that CRS, as WKT
 
     def describe(self):
-        return {"source": self.source, "wkt": self.wkt, "crs": self.crs}
+        """The area as the plan (and so the run's fingerprint) knows it: its shape, not the name of the
+        file it came from (QGIS writes a layer's selected features to a new temporary file each run)."""
+        return {"wkt": self.wkt, "crs": self.crs}
 
     def fractions(self, bounds):
         """The fraction of each (left, bottom, right, top) box inside the area, float64."""

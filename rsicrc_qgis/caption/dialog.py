@@ -16,7 +16,10 @@ from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QGroupB
 from . import job as caption_job, pair_checks
 from ...pipeline.caption_params import ParamError, band_list, check_value, form_options
 from ..qgis_enums import SAVE_FILE
+from .area_chooser import AreaChooser, AreaError
 from .option_widgets import OptionWidget, raster_layer_combo
+
+AREA_KINDS = ("extent", "area")
 
 MARKS = {pair_checks.OK: ("✔", "#1a7f37"), pair_checks.WARN: ("⚠", "#9a6700"),
          pair_checks.ERROR: ("✖", "#cf222e")}
@@ -26,7 +29,7 @@ class CaptionDialog(QDialog):
     # (args, output path, layer name) when the user presses Run with a usable set-up
     runRequested = pyqtSignal(list, str, str)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, canvas=None):
         super().__init__(parent)
         self.setWindowTitle("RSICRC: caption changes between rasters")
         self.setMinimumWidth(620)
@@ -34,7 +37,10 @@ class CaptionDialog(QDialog):
         self.after_combo = raster_layer_combo()
         self._preselect()
         self._make_later_dates()
-        self.options = {name: OptionWidget(name, opt, default) for name, opt, default in form_options()}
+        # The area options are one "Area" chooser here (whole overlap, map view, a layer's features).
+        self.options = {name: OptionWidget(name, opt, default) for name, opt, default in form_options()
+                        if opt.kind not in AREA_KINDS}
+        self.area_chooser = AreaChooser(canvas)
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(SAVE_FILE)
         self.output_widget.setFilter("GeoPackage (*.gpkg)")
@@ -52,6 +58,7 @@ class CaptionDialog(QDialog):
         for option in self.options.values():
             form = advanced if option.opt.advanced else run
             form.addRow("" if option.opt.kind == "bool" else option.opt.label, option.widget)
+        run.addRow("Area", self.area_chooser)
         run.addRow("Output", self.output_widget)
         run_box = QGroupBox("Run")
         run_box.setLayout(run)
@@ -79,6 +86,7 @@ class CaptionDialog(QDialog):
         for option in self.options.values():
             option.connect(self.update_checks)
         self.output_widget.fileChanged.connect(self.update_checks)
+        self.area_chooser.changed.connect(self.update_checks)
         self.update_checks()
 
     def _preselect(self):
@@ -198,6 +206,9 @@ class CaptionDialog(QDialog):
                                                          "like 4,3,2.")]
         checks = pair_checks.check_dates(self.dates(), bands, self.value("tile_size"),
                                          self.value("reproject"))
+        if self.area_chooser.is_whole() and any(d is not None and d.providerType() == "wms" for d in self.dates()):
+            checks.append(pair_checks.Check(pair_checks.ERROR, "A web layer covers the world: choose an Area "
+                                                               "(the map view, or a layer's features)."))
         if before.id() == after.id():
             checks.insert(0, pair_checks.Check(pair_checks.WARN, "BEFORE and AFTER are the same layer."))
         return checks
@@ -225,9 +236,14 @@ class CaptionDialog(QDialog):
         if output and not output.lower().endswith(".gpkg"):
             output += ".gpkg"
         values = {name: option.value() for name, option in self.options.items()}
-        values["before"] = caption_job.raster_path(self.before_combo.currentLayer(), "BEFORE")
-        values["after"] = caption_job.raster_path(self.after_combo.currentLayer(), "AFTER")
-        values["later"] = caption_job.later_paths(self.later_layers())
+        resolution = values.get("target_resolution")
+        values["before"] = caption_job.raster_path(self.before_combo.currentLayer(), "BEFORE", resolution)
+        values["after"] = caption_job.raster_path(self.after_combo.currentLayer(), "AFTER", resolution)
+        values["later"] = caption_job.later_paths(self.later_layers(), resolution)
+        try:
+            values.update(self.area_chooser.values())
+        except AreaError as exc:
+            raise caption_job.BadParameter(f"Area: {exc}.") from None
         values["output"] = output = caption_job.output_path(output)
         return caption_job.caption_args(values), output
 

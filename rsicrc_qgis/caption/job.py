@@ -13,27 +13,37 @@ from . import pair_checks
 from .. import settings
 from ...pipeline.caption_params import CaptionParams, ParamError, options, to_argv
 from ...pipeline.layer.schema import LAYER, partial_path
+from ...pipeline.raster.web_services import WebSourceError
 from ..layers import result_layer
 from ..worker.process import run_cli
+from .web_layer import web_layer_source
 
 
 class BadParameter(Exception):
     """A parameter cannot be used as given; the message names it."""
 
 
-def raster_path(layer, role):
-    """The GDAL data source of a raster layer, or BadParameter saying why it cannot be used."""
+def raster_path(layer, role, target_resolution=None):
+    """The GDAL data source of a raster layer (a web layer's GDAL description), or BadParameter
+    saying why it cannot be used."""
     if layer is None or not layer.isValid():
         raise BadParameter(f"{role}: choose a valid raster layer.")
+    if layer.providerType() == "wms":
+        try:
+            return web_layer_source(layer, target_resolution)
+        except WebSourceError as exc:
+            raise BadParameter(f"{role}: {exc}.") from None
     if layer.providerType() != "gdal":
         raise BadParameter(f"{role}: layer \"{layer.name()}\" comes from the {layer.providerType()} "
-                           "provider; rsicrc reads files (GeoTIFF and other GDAL rasters).")
+                           "provider; rsicrc reads files (GeoTIFF and other GDAL rasters) and web layers "
+                           "(XYZ, WMS, WMTS).")
     return layer.source()
 
 
-def later_paths(layers):
+def later_paths(layers, target_resolution=None):
     """The GDAL sources of the dates after AFTER (oldest first), each named by its place in the run."""
-    return [raster_path(layer, pair_checks.date_role(index, layer)) for index, layer in enumerate(layers, start=2)]
+    return [raster_path(layer, pair_checks.date_role(index, layer), target_resolution)
+            for index, layer in enumerate(layers, start=2)]
 
 
 def parse_queries(text):

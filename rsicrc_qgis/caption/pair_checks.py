@@ -44,7 +44,11 @@ def date_role(index, layer=None):
 
 
 def _layer_checks(role, layer, bands):
-    """What one date must be on its own: a GDAL raster with a CRS and the bands asked for."""
+    """What one date must be on its own: a GDAL raster with a CRS and the bands asked for (a web
+    layer is read through its GDAL description: the worker checks it)."""
+    if layer.providerType() == "wms":
+        return [Check(WARN, f"{role} is a web layer: rsicrc reads it through GDAL at the zoom level nearest "
+                            "0.5 m pixels, and only inside the Area chosen below (not the whole overlap).")]
     if layer.providerType() != "gdal":
         return [Check(ERROR, f"{role} is a {layer.providerType()} layer; rsicrc reads raster files.")]
     checks = []
@@ -116,7 +120,7 @@ def check_dates(layers, bands=None, tile_size=256, reproject=False):
         if _source_file(layer) == _source_file(layers[index - 1]):
             checks.append(Check(ERROR, f"{date_role(index, layer)} is the same file as the date before it "
                                        f"({_source_file(layer)}); a series needs a new date each step."))
-    if any(c.level == ERROR for c in checks):
+    if any(c.level == ERROR for c in checks) or any(layer.providerType() == "wms" for layer in layers):
         return checks
     overlap = QgsRectangle(before.dataProvider().extent())
     for index, layer in enumerate(layers[1:], start=1):

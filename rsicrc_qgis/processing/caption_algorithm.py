@@ -1,5 +1,7 @@
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterMultipleLayers,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingOutputNumber,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
@@ -61,6 +63,11 @@ def option_parameter(name, opt, default):
         param = QgsProcessingParameterString(key, f"{opt.label}, one a line", multiLine=True, optional=True)
     elif opt.kind == "raster_output":
         param = QgsProcessingParameterRasterDestination(key, opt.label, optional=True, createByDefault=False)
+    elif opt.kind == "extent":
+        param = QgsProcessingParameterExtent(key, opt.label, optional=True)
+    elif opt.kind == "area":
+        # Processing's own source widget: any polygon layer, "selected features only" included.
+        param = QgsProcessingParameterFeatureSource(key, opt.label, [SOURCE_POLYGONS], optional=True)
     elif opt.kind in ("device", "choice"):
         choices = option_choices(opt)
         param = QgsProcessingParameterEnum(key, opt.label, options=choices, defaultValue=choices.index(default),
@@ -81,7 +88,7 @@ def option_choices(opt):
     return list(DEVICES) if opt.kind == "device" else list(opt.choices)
 
 
-def option_value(alg, name, opt, parameters, context):
+def option_value(alg, name, opt, parameters, context, feedback=None):
     """The value of one run option's parameter; None where the option was left empty."""
     key = name.upper()
     if opt.kind == "bool":
@@ -94,10 +101,19 @@ def option_value(alg, name, opt, parameters, context):
         return caption_job.parse_queries(alg.parameterAsString(parameters, key, context))
     if opt.kind in ("device", "choice"):
         return option_choices(opt)[alg.parameterAsEnum(parameters, key, context)]
+    if opt.kind in ("raster_output", "extent", "area") and parameters.get(key) in (None, ""):
+        return None
     if opt.kind == "raster_output":
-        if parameters.get(key) in (None, ""):
-            return None
         return alg.parameterAsOutputLayer(parameters, key, context).strip() or None
+    if opt.kind == "extent":
+        rect, crs = alg.parameterAsExtent(parameters, key, context), alg.parameterAsExtentCrs(parameters, key, context)
+        bounds = ",".join(repr(v) for v in (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()))
+        return f"{bounds},{crs.authid() or crs.toWkt()}" if crs.isValid() else bounds
+    if opt.kind == "area":
+        # A file the worker can read: the layer's own, or its (selected) features written to a temporary GeoPackage.
+        path, layer_name = alg.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, key, context, ["gpkg", "shp", "geojson"], "gpkg", feedback or QgsProcessingFeedback())
+        return f"{path}|layername={layer_name}" if layer_name else path
     return alg.parameterAsString(parameters, key, context).strip() or None
 
 
@@ -149,12 +165,14 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         try:
-            values = {name: option_value(self, name, opt, parameters, context) for name, opt, _ in form_options()}
+            values = {name: option_value(self, name, opt, parameters, context, feedback)
+                      for name, opt, _ in form_options()}
+            resolution = values.get("target_resolution")
             values["before"] = caption_job.raster_path(
-                self.parameterAsRasterLayer(parameters, self.BEFORE, context), "BEFORE")
+                self.parameterAsRasterLayer(parameters, self.BEFORE, context), "BEFORE", resolution)
             values["after"] = caption_job.raster_path(
-                self.parameterAsRasterLayer(parameters, self.AFTER, context), "AFTER")
-            values["later"] = caption_job.later_paths(self.later_layers(parameters, context))
+                self.parameterAsRasterLayer(parameters, self.AFTER, context), "AFTER", resolution)
+            values["later"] = caption_job.later_paths(self.later_layers(parameters, context), resolution)
             destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
             values["output"] = output = caption_job.output_path(destination)
             args = caption_job.caption_args(values)

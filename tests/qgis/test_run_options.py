@@ -15,7 +15,25 @@ CHANGED = {"model": "/models/RSICRC", "bands": "4,3,2", "tile_size": 224, "queri
            "device": "cpu", "reproject": True, "clip": True, "overlap": 32, "batch_size": 8, "max_nodata": 0.25,
            "target_resolution": 0.75, "clip_model": "/models/RS-M-CLIP", "classes": "forest,water",
            "yes_large": True, "overwrite": True, "heatmap": "/maps/where-changed.tif", "heatmap_scale": 4,
-           "precision": "bf16"}
+           "precision": "bf16", "extent": "600000.0,5099900.0,600050.0,5099950.0,EPSG:32632"}
+# The other area option: a run takes an extent or an area, so it travels on its own (test_area_*).
+AREA_ALONE = {"area"}
+# The dialog's one "Area" chooser stands for these two options.
+AREA_OPTIONS = {"extent", "area"}
+
+
+def _processing_value(name, value, opt):
+    """What a Processing caller passes for an option's value."""
+    if isinstance(value, list):
+        return "\n".join(value)
+    if opt.kind in ("device", "choice"):
+        from rsicrc.rsicrc_qgis.processing.caption_algorithm import option_choices
+
+        return option_choices(opt).index(value)
+    if opt.kind == "extent":  # Processing's own text: xmin,xmax,ymin,ymax [crs]
+        x0, y0, x1, y1, crs = value.split(",")
+        return f"{x0},{x1},{y0},{y1} [{crs}]"
+    return value
 
 
 def _caption_parser():
@@ -29,9 +47,10 @@ def _parsed(argv):
 
 
 def test_every_form_option_is_listed_in_changed():
-    assert {n for n, _, _ in cp.form_options()} == set(CHANGED)
+    assert {n for n, _, _ in cp.form_options()} == set(CHANGED) | AREA_ALONE
     for name, opt, default in cp.form_options():
-        assert CHANGED[name] != default, name
+        if name not in AREA_ALONE:
+            assert CHANGED[name] != default, name
 
 
 def test_the_cli_is_built_from_the_options():
@@ -92,14 +111,11 @@ def test_every_option_travels_from_processing_to_the_command(plugin, raster_pair
     from qgis.core import QgsApplication
 
     from rsicrc.rsicrc_qgis.caption import job as caption_job
-    from rsicrc.rsicrc_qgis.processing.caption_algorithm import option_choices, option_value
+    from rsicrc.rsicrc_qgis.processing.caption_algorithm import option_value
 
     alg = QgsApplication.processingRegistry().algorithmById("rsicrc:captionchanges")
     kinds = {name: opt for name, opt, _ in cp.form_options()}
-    parameters = {name.upper(): ("\n".join(v) if isinstance(v, list) else
-                                 option_choices(kinds[name]).index(v) if kinds[name].kind in ("device", "choice")
-                                 else v)
-                  for name, v in CHANGED.items()}
+    parameters = {name.upper(): _processing_value(name, v, kinds[name]) for name, v in CHANGED.items()}
     context = QgsProcessingContext()
     values = {name: option_value(alg, name, opt, parameters, context) for name, opt, _ in cp.form_options()}
     out = str(tmp_path / "o.gpkg")
@@ -123,7 +139,7 @@ def test_every_option_travels_from_the_dialog_to_the_command(plugin, raster_pair
         dialog = plugin.open_caption_dialog()
         dialog.before_combo.setLayer(before)
         dialog.after_combo.setLayer(after)
-        assert set(dialog.options) == set(CHANGED)
+        assert set(dialog.options) == set(CHANGED) - AREA_OPTIONS
         advanced = {n for n, o in dialog.options.items() if dialog.advanced_box.isAncestorOf(o.widget)}
         assert advanced == {n for n, opt, _ in cp.form_options() if opt.advanced}
         for name, widget in dialog.options.items():
@@ -133,7 +149,9 @@ def test_every_option_travels_from_the_dialog_to_the_command(plugin, raster_pair
         args, output = dialog.build_args()
         params = _parsed(args)
         for name, value in CHANGED.items():
-            assert getattr(params, name) == value, name
+            if name not in AREA_OPTIONS:
+                assert getattr(params, name) == value, name
+        assert params.extent is None and params.area is None  # the whole overlap unless chosen
         assert params.later == [str(raster_pair[0])]
         dialog.options["clip"].set_value(False)  # its dependants are then off, and not passed
         assert not dialog.options["classes"].widget.isEnabled()
@@ -153,7 +171,10 @@ def test_dialog_defaults_are_the_options_defaults(plugin, monkeypatch):
         QgsSettings().remove(key)
     dialog = plugin.open_caption_dialog()
     try:
+        assert dialog.area_chooser.is_whole() and dialog.area_chooser.values() == {}
         for name, opt, default in cp.form_options():
+            if name in AREA_OPTIONS:
+                continue
             got = dialog.options[name].value()
             # An empty model field means "the plugin settings, else the CLI's default".
             assert got == (None if name in ("model", "clip_model") else default), name

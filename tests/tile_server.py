@@ -8,7 +8,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-WORLD = 20037508.342789244  # EPSG:3857's half width
+from rsicrc.pipeline.raster.web_services import xyz_description
 
 
 def make_xyz(raster, folder, zoom):
@@ -20,14 +20,10 @@ def make_xyz(raster, folder, zoom):
 
 
 def tms_description(url, zoom, cache=None):
-    """A GDAL_WMS TMS description of XYZ tiles at `url`/{z}/{x}/{y}.png, level `zoom`."""
-    cache_xml = f"<Cache><Path>{cache}</Path></Cache>" if cache else ""
-    return (f"<GDAL_WMS><Service name=\"TMS\"><ServerUrl>{url}/${{z}}/${{x}}/${{y}}.png</ServerUrl></Service>"
-            f"<DataWindow><UpperLeftX>{-WORLD}</UpperLeftX><UpperLeftY>{WORLD}</UpperLeftY>"
-            f"<LowerRightX>{WORLD}</LowerRightX><LowerRightY>{-WORLD}</LowerRightY><TileLevel>{zoom}</TileLevel>"
-            f"<TileCountX>1</TileCountX><TileCountY>1</TileCountY><YOrigin>top</YOrigin></DataWindow>"
-            f"<Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY>"
-            f"<BandsCount>4</BandsCount><ZeroBlockHttpCodes>204,404</ZeroBlockHttpCodes>{cache_xml}</GDAL_WMS>")
+    """The pipeline's XYZ description of `url`/{z}/{x}/{y}.png at `zoom`, its tile cache in the
+    folder `cache` (None: no cache, so that every read reaches the server)."""
+    text = xyz_description(f"{url}/{{z}}/{{x}}/{{y}}.png", zoom)
+    return text.replace("<Cache/>", f"<Cache><Path>{cache}</Path></Cache>" if cache else "")
 
 
 class TileServer:
