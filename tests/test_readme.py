@@ -268,3 +268,108 @@ def plugin_parent_folder(tmp_path):
     parent.mkdir()
     (parent / "rsicrc").symlink_to(ROOT, target_is_directory=True)
     return parent
+
+
+AREA_COMMANDS = [
+    "rsicrc caption resources/sample/before.tif resources/sample/after.tif -o district.gpkg --extent "
+    "9.0015,45.1505,9.0035,45.152,EPSG:4326",
+    "rsicrc caption resources/sample/before.tif resources/sample/after.tif -o parcels.gpkg --area "
+    "resources/sample/parcels.geojson",
+]
+WEB_EXTENT = (500100, 4999600, 500400, 4999900)  # EPSG:32632, the sample's CRS
+WEB_COMMANDS = [
+    "rsicrc caption before.xml after.xml -o web.gpkg --extent 500100,4999600,500400,4999900,EPSG:32632 --bands 1,2,3",
+    "rsicrc caption /vsicurl/https://example.org/2019.tif /vsicurl/https://example.org/2020.tif -o cog.gpkg "
+    "--extent 500100,4999600,500400,4999900",
+]
+QGIS_AREA = ("RSICRC_PYTHON=$PWD/.venv/bin/python qgis_process.bin run rsicrc:captionchanges -- "
+             "BEFORE=resources/sample/before.tif AFTER=resources/sample/after.tif "
+             "AREA=resources/sample/parcels.geojson OUTPUT=parcels_qgis.gpkg")
+
+
+def _tiles_touching(area_utm):
+    """(row, col) of the sample's 256 px tiles whose squares reach inside `area_utm` (EPSG:32632)."""
+    import shapely
+
+    size = 256 * 0.5
+    return {(i * 256, j * 256) for i in range(4) for j in range(4)
+            if shapely.box(500000 + j * size, 5000000 - (i + 1) * size, 500000 + (j + 1) * size,
+                           5000000 - i * size).intersection(area_utm).area > 1e-6}
+
+
+def _row_cols(path):
+    from rsicrc.pipeline.layer.gpkg import read_columns
+
+    columns = read_columns(str(path), ["row", "col"])
+    return set(zip(columns["row"], columns["col"]))
+
+
+def _utm(geometry):
+    import numpy as np
+    import shapely
+    from pyproj import Transformer
+
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)
+    dense = shapely.segmentize(geometry, 1e-5)
+    return shapely.transform(dense, lambda xy: np.column_stack(to_utm.transform(*xy.T)))
+
+
+@runs(*AREA_COMMANDS)
+def test_the_area_examples(small_checkpoint, checkout_like):
+    import shapely
+
+    env = {"RSICRC_MODEL": str(small_checkpoint)}
+    extent, area = (_in_readme(c) for c in AREA_COMMANDS)
+    proc = _run(extent, checkout_like, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = _tiles_touching(_utm(shapely.box(9.0015, 45.1505, 9.0035, 45.152)))
+    assert _row_cols(checkout_like / "district.gpkg") == expected and 1 < len(expected) < SAMPLE_TILES
+    proc = _run(area, checkout_like, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parcels = json.loads((ROOT / "resources" / "sample" / "parcels.geojson").read_text())
+    polygons = shapely.union_all([_utm(shapely.geometry.shape(f["geometry"])) for f in parcels["features"]])
+    expected = _tiles_touching(polygons)
+    assert _row_cols(checkout_like / "parcels.gpkg") == expected and 1 < len(expected) < SAMPLE_TILES
+
+
+@runs(*WEB_COMMANDS)
+def test_the_web_imagery_examples(small_checkpoint, tmp_path):
+    import shapely
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tile_server import TileServer, make_xyz, tms_description
+
+    sample = ROOT / "resources" / "sample"
+    served = tmp_path / "served"
+    for name, year in (("before", 2019), ("after", 2020)):
+        make_xyz(sample / f"{name}.tif", served / str(year), 18)
+        shutil.copyfile(sample / f"{name}.tif", served / f"{year}.tif")
+    env = {"RSICRC_MODEL": str(small_checkpoint), "NO_PROXY": "127.0.0.1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    tms, cog = (_in_readme(c) for c in WEB_COMMANDS)
+    with TileServer(served) as server:
+        for name, year in (("before", 2019), ("after", 2020)):
+            xml = tms_description(f"{server.url}/{year}", 18).replace("</GDAL_WMS>", "<Cache/></GDAL_WMS>")
+            (tmp_path / f"{name}.xml").write_text(xml)
+        proc = _run(tms, tmp_path, env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = _run(cog.replace("https://example.org", server.url), tmp_path, env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "cache" / "gdalwmscache").is_dir()  # <Cache/>: the user cache's folder
+    from rsicrc.pipeline.layer.gpkg import read_info
+
+    assert read_info(str(tmp_path / "web.gpkg"))["features"] >= 4
+    assert _row_cols(tmp_path / "cog.gpkg") == _tiles_touching(shapely.box(*WEB_EXTENT))
+
+
+@runs(QGIS_AREA)
+def test_the_qgis_process_area_example(small_checkpoint, checkout_like, plugin_parent_folder):
+    import shapely
+
+    env = {"QGIS_PLUGINPATH": str(plugin_parent_folder), "QGIS_CUSTOM_CONFIG_PATH": str(checkout_like / "profile"),
+           "RSICRC_MODEL": str(small_checkpoint), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": ""}
+    assert _run(_in_readme(QGIS_COMMANDS[0]), checkout_like, env).returncode == 0
+    proc = _run(_in_readme(QGIS_AREA), checkout_like, env)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    parcels = json.loads((ROOT / "resources" / "sample" / "parcels.geojson").read_text())
+    polygons = shapely.union_all([_utm(shapely.geometry.shape(f["geometry"])) for f in parcels["features"]])
+    assert _row_cols(checkout_like / "parcels_qgis.gpkg") == _tiles_touching(polygons)

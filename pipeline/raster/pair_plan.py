@@ -225,24 +225,13 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
 
         window = _shared_window(grid, sources, paths, tile_size)
         _check_web_sources(sources, paths, area)
-        chosen_area, keep = None, None
-        if area:
-            chosen_area = read_area(area, grid.crs)
-            window = area_window(grid, window, chosen_area, tile_size, overlap,
-                                 area.area or f"--extent {area.extent}")
-            keep = tile_mask(grid, tile_grid(window, tile_size, overlap), chosen_area)
+        window, chosen_area, keep = _area_plan(grid, window, area, tile_size, overlap)
         planned = tile_grid(window, tile_size, overlap, keep)
         unlapped = len(planned) if not overlap else len(tile_grid(window, tile_size, 0, _mask_or_none(
             grid, window, tile_size, chosen_area)))
         check_plan_size(len(planned), unlapped, pixel_growth, tile_size, yes_large, before_path)
 
-        notes = []
-        size_m = _pixel_size_m(grid)
-        if size_m is not None and not (LEVIR_PIXEL_M / FAR_FACTOR <= size_m <= LEVIR_PIXEL_M * FAR_FACTOR):
-            notes.append(
-                f"pixel size is about {size_m:.3g} m, far from LEVIR-CC's {LEVIR_PIXEL_M} m that the model "
-                f"was trained on; captions may be less reliable (--target-resolution resamples)"
-            )
+        notes = _pixel_notes(grid)
 
         def source(src, path, bands_of, warp):
             if warp:
@@ -260,6 +249,23 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
             with open_on_grid(sp, plan.grid) as reader:
                 sp.limits = sample_limits(reader.sample_source, sp.bands, reader.window(plan.window), sp.path)
     return plan
+
+
+def _pixel_notes(grid):
+    size_m = _pixel_size_m(grid)
+    if size_m is not None and not (LEVIR_PIXEL_M / FAR_FACTOR <= size_m <= LEVIR_PIXEL_M * FAR_FACTOR):
+        return [f"pixel size is about {size_m:.3g} m, far from LEVIR-CC's {LEVIR_PIXEL_M} m that the model "
+                f"was trained on; captions may be less reliable (--target-resolution resamples)"]
+    return []
+
+
+def _area_plan(grid, window, spec, tile_size, overlap):
+    """(window, Area, keep mask) of an AreaSpec on the shared window; (window, None, None) without one."""
+    if not spec:
+        return window, None, None
+    area = read_area(spec, grid.crs)
+    window = area_window(grid, window, area, tile_size, overlap, spec.area or f"--extent {spec.extent}")
+    return window, area, tile_mask(grid, tile_grid(window, tile_size, overlap), area)
 
 
 def _mask_or_none(grid, window, tile_size, area):
