@@ -136,7 +136,7 @@ def caption_on_ray(job, resumed):
         _append_left_parts(job, folder)
     else:
         clear_parts(folder)  # of an earlier run whose partial layer was discarded
-    shards = plan_shards(len(job.tiles), job.done, p.batch_size * SHARD_BATCHES)
+    shards = plan_shards(job.tiles.n_ids, job.done, p.batch_size * SHARD_BATCHES, job.tiles.keep)
     if not shards:
         clear_parts(folder)
         return

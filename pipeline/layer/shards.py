@@ -41,14 +41,16 @@ def parts_dir(output):
     return str(output) + PARTS_SUFFIX
 
 
-def plan_shards(n_tiles, done, shard_tiles):
-    """[Shard] of `shard_tiles` consecutive ids covering the tiles not in `done` (sorted ids)."""
+def plan_shards(n_tiles, done, shard_tiles, keep=None):
+    """[Shard] of `shard_tiles` consecutive ids covering the tiles not in `done` (sorted ids);
+    `keep` (a bool per id, an area's): shards of that many consecutive kept tiles, the others left out."""
     done = np.asarray(done, dtype=np.int64)
+    ids = np.arange(n_tiles, dtype=np.int64) if keep is None else np.flatnonzero(keep)
     shards = []
-    for first in range(0, n_tiles, shard_tiles):
-        stop = min(n_tiles, first + shard_tiles)
+    for k in range(0, len(ids), shard_tiles):
+        first, stop = int(ids[k]), int(ids[min(len(ids), k + shard_tiles) - 1]) + 1
         lo, hi = np.searchsorted(done, [first, stop])
-        if hi - lo < stop - first:
+        if hi - lo < min(shard_tiles, len(ids) - k):
             shards.append(Shard(first, stop, done[lo:hi].tolist()))
     return shards
 

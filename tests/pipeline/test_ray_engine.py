@@ -187,6 +187,10 @@ def test_shards_cover_what_is_not_done_and_a_left_part_adds_no_tile_twice(tmp_pa
 
     plan = sh.plan_shards(10, np.array([0, 1, 2, 3, 5]), 4)
     assert [(s.first, s.stop, s.skip, s.size) for s in plan] == [(4, 8, [5], 3), (8, 10, [], 2)]
+    keep = np.isin(np.arange(10), [1, 2, 6, 7, 8, 9])  # an area's tiles: shards of 4 of them, the rest left out
+    in_area = sh.plan_shards(10, np.array([2]), 4, keep)
+    assert [(s.first, s.stop, s.skip) for s in in_area] == [(1, 8, [2]), (8, 10, [])]
+    assert sh.plan_shards(10, np.array([1, 2, 6, 7, 8, 9]), 4, keep) == []
     schema = sh.part_schema(pa.schema([("tile_id", pa.int64()), ("caption", pa.string()), ("geom", pa.binary())]),
                             "geom")
     builder = sh.PartBuilder(schema, plan[0])
