@@ -1,12 +1,13 @@
 """A web imagery server on 127.0.0.1 for the tests: XYZ tiles that gdal2tiles makes of a raster,
 and files with HTTP range requests (a COG read by /vsicurl/). It counts what it is asked, and can
-be told to fail: answer 500 after some requests, or nothing at all."""
+be told to fail: answer 500 after some requests."""
 import http.server
 import os
 import re
 import subprocess
-import threading
 from pathlib import Path
+
+from local_index import Server
 
 from rsicrc.pipeline.raster.web_services import xyz_description
 
@@ -26,13 +27,13 @@ def tms_description(url, zoom, cache=None):
     return text.replace("<Cache/>", f"<Cache><Path>{cache}</Path></Cache>" if cache else "")
 
 
-class TileServer:
-    """Serves `root` on 127.0.0.1 in a thread; `requests` lists the paths asked, `served` the bytes
-    sent of each, `fail_after` makes every request after that many answer 500."""
+class TileServer(Server):
+    """Serves `root` on 127.0.0.1 in a thread; `requests` lists what was answered (method, path,
+    status), `served` the bytes sent of each path, `fail_after` makes every request after that
+    many answer 500."""
 
     def __init__(self, root):
-        self.root, self.requests, self.fail_after = Path(root), [], None
-        self.served = {}  # path -> bytes sent
+        self.root, self.fail_after, self.served = Path(root), None, {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -46,8 +47,7 @@ class TileServer:
                 self.answer(head=False)
 
             def answer(self, head):
-                server.requests.append(self.path)
-                if server.fail_after is not None and len(server.requests) > server.fail_after:
+                if server.fail_after is not None and len(server.requests) >= server.fail_after:
                     self.send_error(500)
                     return
                 path = (server.root / self.path.split("?", 1)[0].lstrip("/")).resolve()
@@ -71,14 +71,4 @@ class TileServer:
                     self.wfile.write(data[start:stop])
                     server.served[self.path] = server.served.get(self.path, 0) + stop - start
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
