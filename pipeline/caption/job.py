@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import BadInput
 from ..layer.gpkg import LayerError, LayerWriter, layer_error_reason, read_info
-from ..layer.schema import AREA_FRACTION_FIELD, ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, SERIES_FIELDS, date_name, partial_path
+from ..layer.schema import (AREA_FRACTION_FIELD, ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, SERIES_FIELDS, date_name,
+                            partial_path)
 from ..layer.sqlite_edits import add_fields
 from ..output_file import discard_partial, is_rsicrc_layer, move_into_place
 from .heatmap import write_run_heatmap
