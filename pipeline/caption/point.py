@@ -233,7 +233,7 @@ class PointCaptioner:
             return pair
         # One window is read whatever the plan's size, so no limit on the number of tiles.
         plan = open_pair(CaptionParams(before, after, None, bands=bands, tile_size=tile_size, reproject=reproject),
-                         yes_large=True)
+                         yes_large=True, windows_only=True)
         pair = _OpenPair(plan)
         for old in [k for k in self._pairs if k[:2] == key[:2]]:  # the files changed on disk
             self._pairs.pop(old).close()

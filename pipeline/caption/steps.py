@@ -15,13 +15,14 @@ from .clip_annotator import load_clip_annotator
 from .describe import BatchDescriber
 
 
-def open_pair(p, yes_large=None):
+def open_pair(p, yes_large=None, windows_only=False):
     """Check the dates of `p` (CaptionParams) and plan their working grid; BadInput naming the file
-    at fault. `yes_large` overrides p.yes_large (a point caption reads one window of any plan)."""
+    at fault. `yes_large` overrides p.yes_large; `windows_only`: a point caption, which reads one
+    window of any plan (a web service's too)."""
     return plan_pair(p.before, p.after, bands=band_list(p.bands), tile_size=p.tile_size, reproject=p.reproject,
                      target_resolution=p.target_resolution, overlap=p.overlap,
                      yes_large=p.yes_large if yes_large is None else yes_large, later=p.later,
-                     area=area_spec(p))
+                     area=area_spec(p), windows_only=windows_only)
 
 
 def plan_tiles(p, plan):

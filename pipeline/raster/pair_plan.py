@@ -187,10 +187,11 @@ def _shared_window(grid, sources, paths, tile_size):
 
 
 def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=False, target_resolution=None,
-              overlap=0, yes_large=False, later=(), area=AreaSpec()):
+              overlap=0, yes_large=False, later=(), area=AreaSpec(), windows_only=False):
     """Check the pair (with `later`: the series BEFORE, AFTER, *later) and return the PairPlan, or
     raise BadInput (also for a plan beyond the limits of pipeline/raster/plan_size.py without yes_large).
-    `area`: an AreaSpec; only the tiles touching it are planned."""
+    `area`: an AreaSpec; only the tiles touching it are planned. `windows_only`: the plan is for
+    reading single windows (a click), so a web service needs no area."""
     paths = [str(before_path), str(after_path), *(str(p) for p in later)]
     before_path = paths[0]
     with contextlib.ExitStack() as stack:
@@ -224,7 +225,8 @@ def plan_pair(before_path, after_path, bands=None, tile_size=256, reproject=Fals
                 warps.append(problem is not None)
 
         window = _shared_window(grid, sources, paths, tile_size)
-        _check_web_sources(sources, paths, area)
+        if not windows_only:
+            _check_web_sources(sources, paths, area)
         window, chosen_area, keep = _area_plan(grid, window, area, tile_size, overlap)
         planned = tile_grid(window, tile_size, overlap, keep)
         unlapped = len(planned) if not overlap else len(tile_grid(window, tile_size, 0, _mask_or_none(

@@ -136,3 +136,30 @@ def test_cogs_through_vsicurl_are_read_by_ranges(served, small_checkpoint, tmp_p
     assert set(table["before_name"]) == {"before.tif"}
     # Read by ranges: less than the whole file came over the wire.
     assert 0 < server.served.get("/before.tif", 0) < os.path.getsize(served / "before.tif")
+
+
+def test_a_click_on_web_layers_needs_no_area(served, captioner, tmp_path):
+    """The map tool's point caption reads one window: a web service's plan is no problem there."""
+    import io
+    import json
+
+    from rsicrc.pipeline.serve import ServeHandler, serve
+
+    worker = ServeHandler(captioner.source, None, device="cpu")
+    worker._models[("rsicrc", captioner.source)] = captioner
+    x, y = (EXTENT[0] + EXTENT[2]) / 2, (EXTENT[1] + EXTENT[3]) / 2
+    with TileServer(served) as server:
+        before, after = descriptions(tmp_path, server.url)
+        request = {"id": 1, "op": "caption_at", "before": str(before), "after": str(after), "x": x, "y": y,
+                   "crs": "EPSG:32632", "tile_size": TILE}
+        out = io.StringIO()
+        try:
+            assert serve(worker, stdin=io.StringIO(json.dumps(request) + "\n"), stdout=out) == 0
+        finally:
+            worker._points.close()
+    (answer,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert answer["ok"], answer
+    assert answer["caption"] and answer["window"]["size"] == TILE
+    left, bottom, right, top = answer["bounds"]
+    cx, cy = TO_WEB.transform(x, y)
+    assert left <= cx <= right and bottom <= cy <= top  # the window holds the click
