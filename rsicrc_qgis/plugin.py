@@ -128,8 +128,8 @@ class RsicrcPlugin:
         self.caption_dialog = dialog
         return dialog
 
-    def start_caption(self, args, output, name):
-        task = CaptionTask(args, output, name)
+    def start_caption(self, args, output, name, env=None):
+        task = CaptionTask(args, output, name, env=env)
         task.finishedWithResult.connect(self.caption_finished)
         self.tasks.append(task)
         task.taskCompleted.connect(lambda: self._forget(task))

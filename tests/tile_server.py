@@ -1,6 +1,7 @@
 """A web imagery server on 127.0.0.1 for the tests: XYZ tiles that gdal2tiles makes of a raster,
 and files with HTTP range requests (a COG read by /vsicurl/). It counts what it is asked, and can
 be told to fail: answer 500 after some requests."""
+import base64
 import http.server
 import os
 import re
@@ -30,10 +31,11 @@ def tms_description(url, zoom, cache=None):
 class TileServer(Server):
     """Serves `root` on 127.0.0.1 in a thread; `requests` lists what was answered (method, path,
     status), `served` the bytes sent of each path, `fail_after` makes every request after that
-    many answer 500."""
+    many answer 500, `login` asks for a Basic login."""
 
     def __init__(self, root):
         self.root, self.fail_after, self.served = Path(root), None, {}
+        self.login = None  # "user:password": every request without that Basic login gets 401
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,6 +49,13 @@ class TileServer(Server):
                 self.answer(head=False)
 
             def answer(self, head):
+                expected = server.login and "Basic " + base64.b64encode(server.login.encode()).decode()
+                if expected and self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="tiles"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if server.fail_after is not None and len(server.requests) >= server.fail_after:
                     self.send_error(500)
                     return

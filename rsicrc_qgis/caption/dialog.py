@@ -26,8 +26,9 @@ MARKS = {pair_checks.OK: ("✔", "#1a7f37"), pair_checks.WARN: ("⚠", "#9a6700"
 
 
 class CaptionDialog(QDialog):
-    # (args, output path, layer name) when the user presses Run with a usable set-up
-    runRequested = pyqtSignal(list, str, str)
+    # (args, output path, layer name, the worker's added environment: a web layer's login) when the
+    # user presses Run with a usable set-up
+    runRequested = pyqtSignal(list, str, str, dict)
 
     def __init__(self, parent=None, canvas=None):
         super().__init__(parent)
@@ -244,6 +245,7 @@ class CaptionDialog(QDialog):
             values.update(self.area_chooser.values())
         except AreaError as exc:
             raise caption_job.BadParameter(f"Area: {exc}.") from None
+        self.worker_env = caption_job.worker_login(self.dates())
         values["output"] = output = caption_job.output_path(output)
         return caption_job.caption_args(values), output
 
@@ -257,5 +259,5 @@ class CaptionDialog(QDialog):
                 f'<span style="color:{MARKS[pair_checks.ERROR][1]}">✖ {html.escape(str(exc))}</span>')
             return
         name = "Changes " + " → ".join(layer.name() for layer in self.dates())
-        self.runRequested.emit(args, output, name)
+        self.runRequested.emit(args, output, name, self.worker_env)
         self.accept()

@@ -16,7 +16,7 @@ from ...pipeline.layer.schema import LAYER, partial_path
 from ...pipeline.raster.web_services import WebSourceError
 from ..layers import result_layer
 from ..worker.process import run_cli
-from .web_layer import web_layer_source
+from .web_layer import web_layer_login, web_layer_source
 
 
 class BadParameter(Exception):
@@ -38,6 +38,23 @@ def raster_path(layer, role, target_resolution=None):
                            "provider; rsicrc reads files (GeoTIFF and other GDAL rasters) and web layers "
                            "(XYZ, WMS, WMTS).")
     return layer.source()
+
+
+def worker_login(layers):
+    """The worker's environment for the web layers' login ({} without one); BadParameter when two
+    dates need different logins (GDAL's login holds for every request of the worker)."""
+    logins = {}
+    for index, layer in enumerate(layers):
+        try:
+            login = web_layer_login(layer)
+        except WebSourceError as exc:
+            raise BadParameter(f"{pair_checks.date_role(index, layer)}: {exc}.") from None
+        if login:
+            logins[pair_checks.date_role(index, layer)] = login
+    if len({tuple(sorted(v.items())) for v in logins.values()}) > 1:
+        raise BadParameter(f"{' and '.join(logins)} log in differently; rsicrc's worker can use one login for "
+                           "all dates.")
+    return next(iter(logins.values()), {})
 
 
 def later_paths(layers, target_resolution=None):
@@ -110,6 +127,7 @@ def caption_args(values):
     return to_argv(run_values(values)) + ["--progress", "json"]
 
 
-def run_caption_job(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):
+def run_caption_job(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None, env=None):
+    """The caption run of `args` in the worker; `env`: what its environment adds (a web layer's login)."""
     return run_cli(args, on_event=on_event, is_canceled=is_canceled, on_log=on_log, python=python,
-                   on_started=on_started)
+                   on_started=on_started, env=env)

@@ -20,9 +20,10 @@ class CaptionTask(QgsTask):
     # Every protocol event of the child, as it arrives (queued to the main thread)
     childEvent = pyqtSignal(dict)
 
-    def __init__(self, args, output, layer_name="Changes", python=None):
+    def __init__(self, args, output, layer_name="Changes", python=None, env=None):
         super().__init__(f"RSICRC: captioning changes into {output}", TASK_CAN_CANCEL)
         self.args = args
+        self.env = env or {}  # added to the worker's environment (a web layer's login), never shown
         self.output = output
         self.layer_name = layer_name
         self.python = python
@@ -48,7 +49,7 @@ class CaptionTask(QgsTask):
             self.result = caption_job.run_caption_job(
                 self.args, on_event=self._on_event, is_canceled=self.isCanceled,
                 on_log=lambda text: QgsMessageLog.logMessage(text, LOG_TAG, INFO),
-                python=self.python, on_started=self._on_started)
+                python=self.python, on_started=self._on_started, env=self.env)
             return True
         except Canceled as exc:
             self.error = exc

@@ -168,11 +168,12 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
             values = {name: option_value(self, name, opt, parameters, context, feedback)
                       for name, opt, _ in form_options()}
             resolution = values.get("target_resolution")
-            values["before"] = caption_job.raster_path(
-                self.parameterAsRasterLayer(parameters, self.BEFORE, context), "BEFORE", resolution)
-            values["after"] = caption_job.raster_path(
-                self.parameterAsRasterLayer(parameters, self.AFTER, context), "AFTER", resolution)
-            values["later"] = caption_job.later_paths(self.later_layers(parameters, context), resolution)
+            dates = [self.parameterAsRasterLayer(parameters, self.BEFORE, context),
+                     self.parameterAsRasterLayer(parameters, self.AFTER, context), *self.later_layers(parameters, context)]
+            values["before"] = caption_job.raster_path(dates[0], "BEFORE", resolution)
+            values["after"] = caption_job.raster_path(dates[1], "AFTER", resolution)
+            values["later"] = caption_job.later_paths(dates[2:], resolution)
+            login = caption_job.worker_login(dates)
             destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
             values["output"] = output = caption_job.output_path(destination)
             args = caption_job.caption_args(values)
@@ -192,7 +193,7 @@ class CaptionChangesAlgorithm(QgsProcessingAlgorithm):
         try:
             result = caption_job.run_caption_job(args, on_event=on_event,
                                              is_canceled=feedback.isCanceled,
-                                             on_log=feedback.pushDebugInfo)
+                                             on_log=feedback.pushDebugInfo, env=login)
         except Canceled:
             raise QgsProcessingException(
                 f"Cancelled. {output} is kept as it was; run again with the same output to "

@@ -44,26 +44,26 @@ def _pump(stream, sink):
     stream.close()
 
 
-def start(args, python=None):
+def start(args, python=None, env=None):
     python = resolve_python(python)
     cmd = child_command(python, args)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                                errors="replace", env=child_env(),
+                                errors="replace", env={**child_env(), **(env or {})},
                                 start_new_session=(os.name == "posix"))
     except OSError as exc:
         raise EnvironmentProblem(f"{python} cannot be started: {exc}") from exc
     return python, proc
 
 
-def run_cli(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None):
+def run_cli(args, on_event=None, is_canceled=None, on_log=None, python=None, on_started=None, env=None):
     """Run one CLI command to the end; return RunResult or raise CliFailure/Canceled/EnvironmentProblem.
 
     on_event(event_dict) gets every protocol event, on_log(text) every other line (stdout
     noise and stderr); is_canceled() is polled while waiting.
     """
-    python, proc = start(args, python)
+    python, proc = start(args, python, env)
     if on_started is not None:
         on_started(proc)
     lines = queue.Queue()

@@ -105,20 +105,30 @@ def test_the_dialog_area_chooser(plugin, raster_pair, tmp_path, qgis_iface):
         QgsProject.instance().removeMapLayers([before.id(), after.id(), parcels.id()])
 
 
-def test_a_project_xyz_layer_is_captioned_through_processing(plugin, worker_env, tmp_path, monkeypatch):
+def _xyz_tiles(folder):
+    """XYZ trees before/ and after/ (level 18) of a generated 384 px pair at ORIGIN."""
     import rasterio
-    from tile_server import TileServer, make_xyz
+    from tile_server import make_xyz
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the description and tile caches
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     rng = np.random.default_rng(3)
     for name in ("before", "after"):
-        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=384, height=384, count=3,
+        with rasterio.open(folder / f"{name}.tif", "w", driver="GTiff", width=384, height=384, count=3,
                            dtype="uint8", crs="EPSG:32632",
                            transform=rasterio.transform.from_origin(*ORIGIN, 0.5, 0.5)) as dst:
             dst.write(rng.integers(0, 255, (3, 384, 384), dtype=np.uint8))
-        make_xyz(tmp_path / f"{name}.tif", tmp_path / "tiles" / name, 18)
-    with TileServer(tmp_path / "tiles") as server:
+        make_xyz(folder / f"{name}.tif", folder / "tiles" / name, 18)
+    return folder / "tiles"
+
+
+WEB_EXTENT = f"{ORIGIN[0] + 40},{ORIGIN[0] + 140},{ORIGIN[1] - 120},{ORIGIN[1] - 40} [EPSG:32632]"
+
+
+def test_a_project_xyz_layer_is_captioned_through_processing(plugin, worker_env, tmp_path, monkeypatch):
+    from tile_server import TileServer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the description and tile caches
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with TileServer(_xyz_tiles(tmp_path)) as server:
         layers = [QgsRasterLayer(f"type=xyz&url={server.url}/{name}/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin=0&zmax=19",
                                  name, "wms") for name in ("before", "after")]
         assert all(layer.isValid() for layer in layers)
@@ -126,8 +136,7 @@ def test_a_project_xyz_layer_is_captioned_through_processing(plugin, worker_env,
         try:
             out = tmp_path / "xyz.gpkg"
             result = _run({"BEFORE": layers[0].id(), "AFTER": layers[1].id(), "TILE_SIZE": 128, "DEVICE": 0,
-                           "EXTENT": f"{ORIGIN[0] + 40},{ORIGIN[0] + 140},{ORIGIN[1] - 120},{ORIGIN[1] - 40} "
-                                     "[EPSG:32632]", "OUTPUT": str(out)})
+                           "EXTENT": WEB_EXTENT, "OUTPUT": str(out)})
             with pytest.raises(Exception, match="web service"):  # the world, without an area
                 _run({"BEFORE": layers[0].id(), "AFTER": layers[1].id(), "TILE_SIZE": 128, "DEVICE": 0,
                       "OUTPUT": str(tmp_path / "world.gpkg")})
@@ -139,3 +148,40 @@ def test_a_project_xyz_layer_is_captioned_through_processing(plugin, worker_env,
     assert set(table["before_name"]) != {""}
     descriptions = list((tmp_path / "cache" / "rsicrc" / "web-sources").glob("*.xml"))
     assert len(descriptions) == 2 and all("TileLevel>18<" in p.read_text() for p in descriptions)
+
+
+def test_a_web_layer_login_reaches_the_worker_and_no_file(plugin, worker_env, tmp_path, monkeypatch):
+    from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsProcessingException
+    from tile_server import TileServer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    auth = QgsApplication.authManager()
+    assert auth.setMasterPassword("rsicrc-tests", True)
+    config = QgsAuthMethodConfig("Basic")
+    config.setName("tiles")
+    config.setConfig("username", "ana")
+    config.setConfig("password", "s3cret-pw")
+    stored = auth.storeAuthenticationConfig(config)
+    authcfg = (stored[1] if isinstance(stored, tuple) else config).id()
+    with TileServer(_xyz_tiles(tmp_path)) as server:
+        server.login = "ana:s3cret-pw"
+        uri = f"type=xyz&url={server.url}/{{name}}/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin=0&zmax=19"
+        logged = [QgsRasterLayer(uri.format(name=n) + f"&authcfg={authcfg}", n, "wms") for n in ("before", "after")]
+        anonymous = [QgsRasterLayer(uri.format(name=n), n, "wms") for n in ("before", "after")]
+        QgsProject.instance().addMapLayers(logged + anonymous)
+        try:
+            out = tmp_path / "logged.gpkg"
+            _run({"BEFORE": logged[0].id(), "AFTER": logged[1].id(), "TILE_SIZE": 128, "DEVICE": 0,
+                  "EXTENT": WEB_EXTENT, "OUTPUT": str(out)})
+            # A cache of its own: the logged run's tiles are in the first one.
+            monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-anonymous"))
+            with pytest.raises(QgsProcessingException, match=f"127.0.0.1:{server.url.rsplit(':', 1)[1]}"):
+                _run({"BEFORE": anonymous[0].id(), "AFTER": anonymous[1].id(), "TILE_SIZE": 128, "DEVICE": 0,
+                      "EXTENT": WEB_EXTENT, "OUTPUT": str(tmp_path / "anonymous.gpkg")})
+        finally:
+            QgsProject.instance().removeMapLayers([layer.id() for layer in logged + anonymous])
+            auth.removeAuthenticationConfig(authcfg)
+    assert len(_layer(out)["caption"]) >= 4 and any(code == 200 for _, _, code in server.requests)
+    for path in tmp_path.glob("cache*/**/*.xml"):
+        assert "s3cret" not in path.read_text()

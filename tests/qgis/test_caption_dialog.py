@@ -26,7 +26,8 @@ def test_dialog_checks_pair_and_builds_run(plugin, raster_pair, tmp_path):
         dialog.runRequested.disconnect()
         dialog.runRequested.connect(lambda *a: requested.append(a))
         run_button.click()
-        (args, output, name), = requested
+        (args, output, name, env), = requested
+        assert env == {}  # no web layer, no login
         assert output == str(tmp_path / "out.gpkg")
         assert args[:3] == ["caption", str(raster_pair[0]), str(raster_pair[1])]
         assert args[args.index("--query") + 1] == "new road"

@@ -246,7 +246,7 @@ def test_caption_dialogs_run_saves_the_pair_for_the_panel(plugin, layers):
         dialog.runRequested.disconnect(plugin.start_caption)  # no caption job in this test
         dialog.before_combo.setLayer(after)
         dialog.after_combo.setLayer(before)
-        dialog.runRequested.emit([], "", "")
+        dialog.runRequested.emit([], "", "", {})
         assert settings.last_pair() == (after.id(), before.id())
         plugin.click_panel.hide()
         plugin.click_action.trigger()  # the panel opens on the pair just run

@@ -119,7 +119,7 @@ def test_dialog_later_dates_add_reorder_remove_and_pass_in_order(plugin, layers,
         requested = []
         dialog.runRequested.connect(lambda *a: requested.append(a))
         dialog.buttons.button(QDialogButtonBox.Ok).click()
-        (args, _, name), = requested
+        (args, _, name, _), = requested
         assert _parsed(args).later == [str(series["d4"])]
         assert name == "Changes before → after → d4"
     finally:

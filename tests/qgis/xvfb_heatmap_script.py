@@ -60,9 +60,9 @@ def start():
     report["steps"].append("dialog")
     plugin.start_caption_orig = plugin.start_caption
 
-    def started(args, output, name):
+    def started(args, output, name, env):
         report["args"] = args
-        task = plugin.start_caption_orig(args, output, name)
+        task = plugin.start_caption_orig(args, output, name, env)
         keep.append(task)
         task.finishedWithResult.connect(guarded(captioned))
     dialog.runRequested.disconnect()

@@ -61,8 +61,8 @@ def start():
     report["steps"].append("dialog")
     plugin.start_caption_orig = plugin.start_caption
 
-    def started(args, output, name):
-        task = plugin.start_caption_orig(args, output, name)
+    def started(args, output, name, env):
+        task = plugin.start_caption_orig(args, output, name, env)
         keep.append(task)
         task.finishedWithResult.connect(guarded(lambda *a: captioned(plugin, *a)))
     dialog.runRequested.disconnect()
