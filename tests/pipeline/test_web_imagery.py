@@ -163,3 +163,19 @@ def test_a_click_on_web_layers_needs_no_area(served, captioner, tmp_path):
     left, bottom, right, top = answer["bounds"]
     cx, cy = TO_WEB.transform(x, y)
     assert left <= cx <= right and bottom <= cy <= top  # the window holds the click
+
+
+def test_missing_tiles_are_nodata_counted_and_reported(served, small_checkpoint, tmp_path):
+    """West of the pair the server has no tiles (404): those map tiles are nodata, skipped and counted."""
+    from rsicrc.pipeline.layer.gpkg import read_metadata
+
+    half_outside = f"{ORIGIN[0] - 150!r},{ORIGIN[1] - 120!r},{ORIGIN[0] + 100!r},{ORIGIN[1] - 40!r},EPSG:32632"
+    with TileServer(served) as server:
+        before, after = descriptions(tmp_path, server.url)
+        run = run_cli(caption_args(before, after, tmp_path / "edge.gpkg", small_checkpoint, "--extent", half_outside))
+        assert run.returncode == 0, run.stderr
+        missing = [code for _, _, code in server.requests if code == 404]
+    meta = read_metadata(tmp_path / "edge.gpkg")
+    assert missing and meta["skipped_count"] > 0 and meta["features"] > 0
+    assert all(t["nodata_fraction"] > 0.5 for t in meta["skipped_tiles"])
+    assert meta["area"]["tiles"] == meta["features"] + meta["skipped_count"]
