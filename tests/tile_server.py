@@ -28,6 +28,26 @@ def tms_description(url, zoom, cache=None):
     return text.replace("<Cache/>", f"<Cache><Path>{cache}</Path></Cache>" if cache else "")
 
 
+def wmts_capabilities(url, layers, zoom):
+    """A WMTS 1.0.0 capabilities document: each of `layers` the XYZ tree at `url`/NAME, one tile
+    matrix (GoogleMapsCompatible level `zoom`)."""
+    side = 2 ** zoom
+    layer_xml = "".join(
+        f"<Layer><ows:Title>{name}</ows:Title><ows:Identifier>{name}</ows:Identifier>"
+        "<Style isDefault=\"true\"><ows:Identifier>default</ows:Identifier></Style><Format>image/png</Format>"
+        "<TileMatrixSetLink><TileMatrixSet>g</TileMatrixSet></TileMatrixSetLink>"
+        f"<ResourceURL format=\"image/png\" resourceType=\"tile\" "
+        f"template=\"{url}/{name}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.png\"/></Layer>" for name in layers)
+    return ("<?xml version=\"1.0\"?><Capabilities xmlns=\"http://www.opengis.net/wmts/1.0\" "
+            "xmlns:ows=\"http://www.opengis.net/ows/1.1\" version=\"1.0.0\"><Contents>" + layer_xml +
+            "<TileMatrixSet><ows:Identifier>g</ows:Identifier><ows:SupportedCRS>urn:ogc:def:crs:EPSG::3857"
+            f"</ows:SupportedCRS><TileMatrix><ows:Identifier>{zoom}</ows:Identifier>"
+            f"<ScaleDenominator>{559082264.0287178 / side!r}</ScaleDenominator>"
+            "<TopLeftCorner>-20037508.3427892 20037508.3427892</TopLeftCorner><TileWidth>256</TileWidth>"
+            f"<TileHeight>256</TileHeight><MatrixWidth>{side}</MatrixWidth><MatrixHeight>{side}</MatrixHeight>"
+            "</TileMatrix></TileMatrixSet></Contents></Capabilities>")
+
+
 class TileServer(Server):
     """Serves `root` on 127.0.0.1 in a thread; `requests` lists what was answered (method, path,
     status), `served` the bytes sent of each path, `fail_after` makes every request after that

@@ -13,7 +13,7 @@ import rasterio
 import shapely
 from pipeline_test_rasters import ORIGIN, uint8_scene, write_raster
 from pyproj import Transformer
-from tile_server import TileServer, make_xyz, tms_description
+from tile_server import TileServer, make_xyz, tms_description, wmts_capabilities
 
 ZOOM = 18
 TILE = 128
@@ -179,3 +179,18 @@ def test_missing_tiles_are_nodata_counted_and_reported(served, small_checkpoint,
     assert missing and meta["skipped_count"] > 0 and meta["features"] > 0
     assert all(t["nodata_fraction"] > 0.5 for t in meta["skipped_tiles"])
     assert meta["area"]["tiles"] == meta["features"] + meta["skipped_count"]
+
+
+def test_wmts_connection_strings_with_an_extent(served, small_checkpoint, tmp_path):
+    from rsicrc.pipeline.raster.web_services import wmts_connection
+
+    with TileServer(served) as server:
+        (served / "wmts.xml").write_text(wmts_capabilities(server.url, ("before", "after"), ZOOM))
+        dates = [wmts_connection(f"{server.url}/wmts.xml", name, "g") for name in ("before", "after")]
+        run = run_cli(caption_args(*dates, tmp_path / "wmts.gpkg", small_checkpoint, "--extent", EXTENT_ARG))
+        assert run.returncode == 0, run.stderr
+        tiles = [path for _, path, code in server.requests if code == 200 and path.endswith(".png")]
+    table, geoms = layer(tmp_path / "wmts.gpkg")
+    assert 4 <= len(geoms) <= 20 and tiles
+    assert shapely.union_all(geoms).covers(web_extent().buffer(-0.01))
+    assert set(table["before_name"]) == {"wmts.xml,layer=before,tilematrixset=g"}
