@@ -185,3 +185,27 @@ def test_a_web_layer_login_reaches_the_worker_and_no_file(plugin, worker_env, tm
     assert len(_layer(out)["caption"]) >= 4 and any(code == 200 for _, _, code in server.requests)
     for path in tmp_path.glob("cache*/**/*.xml"):
         assert "s3cret" not in path.read_text()
+
+
+def test_a_project_wmts_layer_becomes_a_wmts_connection(plugin, worker_env, tmp_path, monkeypatch):
+    from tile_server import TileServer, wmts_capabilities
+
+    from rsicrc.rsicrc_qgis.caption import job as caption_job
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    tiles = _xyz_tiles(tmp_path)
+    with TileServer(tiles) as server:
+        (tiles / "wmts.xml").write_text(wmts_capabilities(server.url, ("before", "after"), 18))
+        layers = [QgsRasterLayer(f"crs=EPSG:3857&format=image/png&layers={name}&styles=default&tileMatrixSet=g"
+                                 f"&url={server.url}/wmts.xml", name, "wms") for name in ("before", "after")]
+        assert all(layer.isValid() for layer in layers), [layer.error().summary() for layer in layers]
+        assert caption_job.raster_path(layers[0], "BEFORE") == \
+            f"WMTS:{server.url}/wmts.xml,layer=before,tilematrixset=g,style=default"
+        QgsProject.instance().addMapLayers(layers)
+        try:
+            out = tmp_path / "wmts.gpkg"
+            result = _run({"BEFORE": layers[0].id(), "AFTER": layers[1].id(), "TILE_SIZE": 128, "DEVICE": 0,
+                           "EXTENT": WEB_EXTENT, "OUTPUT": str(out)})
+        finally:
+            QgsProject.instance().removeMapLayers([layer.id() for layer in layers])
+    assert result["FEATURES"] == len(_layer(out)["caption"]) >= 4
