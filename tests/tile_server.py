@@ -15,6 +15,7 @@ from rsicrc.pipeline.raster.web_services import xyz_description
 
 def make_xyz(raster, folder, zoom):
     """gdal2tiles --xyz of `raster` at `zoom` into `folder` (PNG tiles with alpha)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)  # GDAL 3.11's gdal2tiles makes only the last level
     subprocess.run(["gdal2tiles.py", "--xyz", "-z", str(zoom), "-w", "none", "-r", "near", "--processes", "1",
                     "-q", str(raster), str(folder)], check=True, timeout=300,
                    env={**os.environ, "PYTHONWARNINGS": "ignore"})
