@@ -76,12 +76,12 @@ class BatchDescriber:
         result = self.cap.describe_pairs(*pairs, attention=True) if self.attention else \
             self.cap.describe_pairs(*pairs)
         tiles = [batch.tiles[i] for i in which]
-        columns = self._columns(batch, tiles, which, intervals, result)
+        bounds = np.array([self.plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles], dtype=np.float64)
+        columns = self._columns(batch, tiles, bounds, which, intervals, result)
         if self.clip_annotator is not None:
             clip_rows = self.clip_annotator.annotate(images[before_rows], images[after_rows])
             for name, _ in self.clip_annotator.fields:
                 columns[name] = [row[name] for row in clip_rows]
-        bounds = np.array([self.plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles], dtype=np.float64)
         return DescribedBatch(columns, bounds, skips, len(batch.tiles), result)
 
     def _choose(self, batch, present):
@@ -99,7 +99,7 @@ class BatchDescriber:
         which, intervals = np.nonzero(~skip & ~written)  # row-major: tile by tile, then interval
         return which, intervals, skips
 
-    def _columns(self, batch, tiles, which, intervals, result):
+    def _columns(self, batch, tiles, bounds, which, intervals, result):
         emb = result.embeddings.numpy().astype(np.float32)
         scores = np.asarray(result.change_scores, dtype=np.float64)
         columns = {
@@ -115,7 +115,6 @@ class BatchDescriber:
             EMBEDDING_FIELD: [embedding_blob(e) for e in emb],
         }
         if self.plan.area is not None:
-            bounds = [self.plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles]
             columns[AREA_FRACTION_FIELD] = self.plan.area.fractions(bounds)
         if self.attention:
             columns[ATTENTION_FIELD] = [embedding_blob(m) for m in result.attention.numpy()]

@@ -39,17 +39,23 @@ class Area:
         """The fraction of each (left, bottom, right, top) box inside the area, float64."""
         import shapely
 
-        bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
-        boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+        boxes = _boxes(bounds)
         inside = shapely.area(shapely.intersection(boxes, self.geometry))
         return np.clip(inside / np.maximum(shapely.area(boxes), 1e-300), 0.0, 1.0)
 
     def touches(self, bounds):
+        """Whether each (left, bottom, right, top) box reaches inside the area (an edge shared is not enough)."""
         import shapely
 
-        bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
-        boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+        boxes = _boxes(bounds)
         return shapely.intersects(boxes, self.geometry) & ~shapely.touches(boxes, self.geometry)
+
+
+def _boxes(bounds):
+    import shapely
+
+    bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    return shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import BadInput
-from .sources import WEB_SERVICE_DRIVERS, SourceUnreachable, gdal_reason, is_gdal_path, network_host, open_raster
+from .sources import SourceUnreachable, gdal_reason, network_host, open_raster
 from .stretch import to_uint8
 
 
@@ -125,8 +125,7 @@ class GridReader:
             return self._read(grid_window)
         except rasterio.errors.RasterioError as exc:
             col, row, width, height = grid_window
-            host = network_host(self.plan.path) if is_gdal_path(self.plan.path) or \
-                self._file.driver in WEB_SERVICE_DRIVERS else None
+            host = network_host(self.plan.path)  # None for a local file other than a service description
             if host is not None:
                 raise SourceUnreachable(f"the server {host} failed on pixels {width} x {height} at column {col}, "
                                         f"row {row} of the working grid ({gdal_reason(exc)})", self.plan.path) from None

@@ -3,7 +3,7 @@ selected ones if asked), turned into the run's --extent or --area."""
 import os
 import tempfile
 
-from qgis.core import QgsCoordinateTransformContext, QgsProject, QgsVectorFileWriter
+from qgis.core import QgsProject, QgsVectorFileWriter
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QWidget
@@ -12,6 +12,12 @@ from ..qgis_enums import POLYGON_LAYERS, WRITER_NO_ERROR
 
 CHOICES = ("Whole overlap", "Current map view", "Features of a layer")
 WHOLE, VIEW, FEATURES = range(3)
+
+
+def extent_text(rect, crs):
+    """A QgsRectangle in `crs` as --extent's XMIN,YMIN,XMAX,YMAX[,CRS] (no CRS when it is invalid)."""
+    bounds = ",".join(repr(v) for v in (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()))
+    return f"{bounds},{crs.authid() or crs.toWkt()}" if crs.isValid() else bounds
 
 
 class AreaError(ValueError):
@@ -56,9 +62,7 @@ class AreaChooser(QWidget):
         if index == VIEW:
             if self.canvas is None:
                 raise AreaError("there is no map view to take the extent of")
-            rect, crs = self.canvas.extent(), self.canvas.mapSettings().destinationCrs()
-            bounds = ",".join(repr(v) for v in (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()))
-            return {"extent": f"{bounds},{crs.authid() or crs.toWkt()}"}
+            return {"extent": extent_text(self.canvas.extent(), self.canvas.mapSettings().destinationCrs())}
         if index == FEATURES:
             return {"area": self._features_file()}
         return {}
@@ -77,8 +81,8 @@ class AreaChooser(QWidget):
         handle, path = tempfile.mkstemp(prefix="rsicrc-area-", suffix=".gpkg")
         os.close(handle)
         os.remove(path)  # the writer creates it
-        context = QgsProject.instance().transformContext() if QgsProject.instance() else QgsCoordinateTransformContext()
-        result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, context, options)
+        result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, QgsProject.instance().transformContext(),
+                                                           options)
         if result[0] != WRITER_NO_ERROR:
             raise AreaError(f"the features of \"{layer.name()}\" cannot be written for the run ({result[1]})")
         return path

@@ -8,6 +8,7 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessi
 
 from ...pipeline.caption_params import DEVICES, form_options
 from ..caption import job as caption_job, pair_checks
+from ..caption.area_chooser import extent_text
 from ..qgis_enums import NUMBER_DOUBLE, NUMBER_INTEGER, PARAMETER_ADVANCED, SOURCE_POLYGONS, SOURCE_RASTER
 from ..worker import protocol
 from ..worker.environment import EnvironmentProblem
@@ -106,9 +107,8 @@ def option_value(alg, name, opt, parameters, context, feedback=None):
     if opt.kind == "raster_output":
         return alg.parameterAsOutputLayer(parameters, key, context).strip() or None
     if opt.kind == "extent":
-        rect, crs = alg.parameterAsExtent(parameters, key, context), alg.parameterAsExtentCrs(parameters, key, context)
-        bounds = ",".join(repr(v) for v in (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()))
-        return f"{bounds},{crs.authid() or crs.toWkt()}" if crs.isValid() else bounds
+        return extent_text(alg.parameterAsExtent(parameters, key, context),
+                           alg.parameterAsExtentCrs(parameters, key, context))
     if opt.kind == "area":
         # A file the worker can read: the layer's own, or its (selected) features written to a temporary GeoPackage.
         path, layer_name = alg.parameterAsCompatibleSourceLayerPathAndLayerName(
