@@ -9,7 +9,7 @@ from ...pipeline.scores import top_indices
 from ..layers import result_layer
 from ..qgis_enums import FAST_INSERT, NUMBER_INTEGER, SOURCE_POLYGONS
 from ..search import core as search_core
-from ..search.layer_search import SearchProblem, check_score_field
+from ..search.layer_search import SearchProblem, check_all_read, check_score_field
 from ..worker.environment import EnvironmentProblem
 from ..worker.process import Canceled
 from ..worker.serve_client import WorkerError, shared_worker
@@ -158,7 +158,7 @@ class SearchChangesAlgorithm(QgsProcessingAlgorithm):
             if feature.id() in best:
                 best[feature.id()] = feature
         try:
-            search_core.check_all_read(layer_name, copied, prepared.expected)
+            check_all_read(layer_name, copied, prepared.expected)
         except SearchProblem as exc:
             raise QgsProcessingException(str(exc)) from None
         has = {name: fields.indexOf(name) >= 0 for name in ("caption", "tile_id")}

@@ -9,6 +9,7 @@ snapshot of the layer (a QgsVectorLayerFeatureSource, which any thread may read)
 reads the BLOBs from that snapshot and `embed_query` waits for the worker, both off the main
 thread, so that a layer of 100,000 tiles never freezes QGIS; `finish` is numpy.
 """
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,10 +18,12 @@ from qgis.core import QgsFields, QgsVectorLayerFeatureSource
 from . import clip_scoring
 from ...pipeline.layer.schema import CLIP_BLOB_FIELDS, EMBEDDING_FIELD
 from ..layers import result_layer
-from .layer_search import SearchProblem, read_embeddings, require_field
+from .layer_search import SearchProblem, ShortRead, read_embeddings, require_field
 
 MODE_CAPTION = "caption"
 MODE_CLIP = "clip"
+# A layer being edited is read again when a read comes up short, after these pauses (seconds).
+EDITED_READ_RETRY_PAUSES = (0.05, 0.2)
 
 
 @dataclass
@@ -70,7 +73,7 @@ def prepare(layer, meta=None, mode=MODE_CAPTION):
             require_field(fields, name, layer.name())
         prepared = PreparedSearch(layer.name(), mode, source, meta.get("clip_model_sha256") or "", features,
                                   fields, meta.get("clip_embedding_dim"), layer.featureCount())
-        return read_layer(prepared) if editing else prepared
+        return read_edited_layer(prepared) if editing else prepared
     source = meta.get("model_source")
     if not source:
         raise SearchProblem(f"Layer \"{layer.name()}\" does not say which model made it "
@@ -78,7 +81,24 @@ def prepare(layer, meta=None, mode=MODE_CAPTION):
     require_field(fields, EMBEDDING_FIELD, layer.name())
     prepared = PreparedSearch(layer.name(), mode, source, meta.get("model_sha256") or "", features, fields,
                               meta.get("embedding_dim"), layer.featureCount())
-    return read_layer(prepared) if editing else prepared
+    return read_edited_layer(prepared) if editing else prepared
+
+
+def read_edited_layer(prepared):
+    """read_layer for a layer being edited (main thread), read again when it comes up short.
+
+    The iterator opens its own GDAL connection to the GeoPackage, and now and then that open finds
+    the file locked by the editing connection (GDAL logs "At least one of the required GeoPackage
+    tables, gpkg_spatial_ref_sys or gpkg_contents, is missing") and yields nothing or stops early;
+    a moment later the same read succeeds.
+    """
+    for pause in EDITED_READ_RETRY_PAUSES:
+        try:
+            return read_layer(prepared)
+        except ShortRead:
+            prepared.fids = None
+            time.sleep(pause)
+    return read_layer(prepared)
 
 
 def read_layer(prepared):
@@ -87,7 +107,8 @@ def read_layer(prepared):
     if p.fids is not None:
         return p
     if p.mode == MODE_CLIP:
-        before, after = (read_embeddings(p.features, p.fields, name, p.dim, p.layer_name) for name in CLIP_BLOB_FIELDS)
+        before, after = (read_embeddings(p.features, p.fields, name, p.dim, p.layer_name, p.expected)
+                         for name in CLIP_BLOB_FIELDS)
         after_fids = set(after.fids)
         common = [f for f in before.fids if f in after_fids]
         if common != before.fids or common != after.fids:
@@ -98,18 +119,9 @@ def read_layer(prepared):
         p.fids, p.matrix, p.after = common, before.matrix, after.matrix
         p.skipped = sorted(set(before.skipped) | set(after.skipped))
     else:
-        emb = read_embeddings(p.features, p.fields, EMBEDDING_FIELD, p.dim, p.layer_name)
+        emb = read_embeddings(p.features, p.fields, EMBEDDING_FIELD, p.dim, p.layer_name, p.expected)
         p.fids, p.matrix, p.skipped = emb.fids, emb.matrix, emb.skipped
-    check_all_read(p.layer_name, len(p.fids) + len(p.skipped), p.expected)
     return p
-
-
-def check_all_read(layer_name, read, expected):
-    """SearchProblem when fewer features were read than the layer has: QGIS reports a file it fails
-    to read from a worker thread only on its log, and the iteration just ends early."""
-    if expected is not None and expected >= 0 and read != expected:
-        raise SearchProblem(f"Only {read:,} of the {expected:,} features of layer \"{layer_name}\" could be read "
-                            "(see the QGIS log); if the layer is being edited, save your edits and search again.")
 
 
 def embed_query(prepared, text, worker, is_canceled=None):

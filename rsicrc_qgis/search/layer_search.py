@@ -19,6 +19,10 @@ class SearchProblem(Exception):
     """The layer cannot be searched as asked; the message says why."""
 
 
+class ShortRead(SearchProblem):
+    """Fewer features were read than the layer has."""
+
+
 @dataclass
 class LayerEmbeddings:
     fids: list
@@ -32,13 +36,23 @@ def require_field(fields, field_name, layer_name="?"):
                             "a layer written by rsicrc caption.")
 
 
-def read_embeddings(features, fields, field_name=EMBEDDING_FIELD, dim=None, layer_name="?"):
+def check_all_read(layer_name, read, expected):
+    """ShortRead when fewer features were read than the layer has: QGIS reports a file it fails to
+    read only on its log, and the iteration just ends early."""
+    if expected is not None and expected >= 0 and read != expected:
+        raise ShortRead(f"Only {read:,} of the {expected:,} features of layer \"{layer_name}\" could be read "
+                        "(see the QGIS log); if the layer is being edited, save your edits and search again.")
+
+
+def read_embeddings(features, fields, field_name=EMBEDDING_FIELD, dim=None, layer_name="?", expected=None):
     """The stored embeddings of `field_name`, read from a feature source.
 
     features: anything with getFeatures(request) - a QgsVectorLayerFeatureSource made on the main
     thread (safe to read from any thread), a Processing source, or the layer itself on the main
     thread; fields: its QgsFields. As `rsicrc search`: a tile without an embedding (NULL, empty,
     non-finite) is skipped; a BLOB of the wrong length (a hand edit, another model) is refused.
+    expected: the layer's feature count; fewer read is a ShortRead (checked before "no usable
+    embedding", which a read that yielded nothing would otherwise claim).
     """
     require_field(fields, field_name, layer_name)
     request = QgsFeatureRequest().setFlags(NO_GEOMETRY)
@@ -72,6 +86,7 @@ def read_embeddings(features, fields, field_name=EMBEDDING_FIELD, dim=None, laye
             chunk_fids, blobs = [], []
     if blobs:
         decode()
+    check_all_read(layer_name, len(fids) + len(skipped), expected)
     if not fids:
         raise SearchProblem(f"Layer \"{layer_name}\" has no features with a usable "
                             f"\"{field_name}\" embedding.")

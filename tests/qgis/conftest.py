@@ -117,11 +117,13 @@ def captioned(plugin, worker_env, raster_pair, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def wait_signal():
-    """wait_signal(signal, timeout_s) -> the signal's arguments; TimeoutError when it never fires."""
+    """wait_signal(signal, timeout_s, trigger=None) -> the signal's arguments; TimeoutError when it
+    never fires. `trigger` (a callable) runs once the signal is connected: a slot that answers at
+    once (a refusal emitted before the event loop starts) is then caught, not waited for."""
     return _wait_for
 
 
-def _wait_for(signal, timeout_s):
+def _wait_for(signal, timeout_s, trigger=None):
     """Run the event loop until `signal` fires (returns its arguments) or the timeout passes."""
     from qgis.PyQt.QtCore import QEventLoop, QTimer
 
@@ -137,7 +139,10 @@ def _wait_for(signal, timeout_s):
     timer.setSingleShot(True)
     timer.timeout.connect(loop.quit)
     timer.start(int(timeout_s * 1000))
-    loop.exec_()
+    if trigger is not None:
+        trigger()
+    if not got:
+        loop.exec_()
     try:
         signal.disconnect(on_signal)
     except TypeError:  # the sender went away (QGIS deletes a QgsTask that has ended): no connection left

@@ -126,8 +126,7 @@ def test_dock_multilingual_scores_and_selects_best(plugin, clip_layer, clip_gpkg
     dock.top_spin.setValue(1)
     dock.query_edit.setText(ZH)
     try:
-        dock.query_edit.returnPressed.emit()
-        ok, message = wait_signal(dock.searchFinished, 300)
+        ok, message = wait_signal(dock.searchFinished, 300, trigger=dock.query_edit.returnPressed.emit)
     finally:
         dock.appeared_check.setChecked(False)
     assert ok, message

@@ -33,8 +33,7 @@ def test_result_layer_in_an_odd_folder_is_opened_and_searched(plugin, worker_env
         assert dock.query_edit.isEnabled(), dock.status_label.text()
         dock.top_spin.setValue(1)
         dock.query_edit.setText("road")
-        dock.query_edit.returnPressed.emit()
-        ok, message = wait_signal(dock.searchFinished, 300)
+        ok, message = wait_signal(dock.searchFinished, 300, trigger=dock.query_edit.returnPressed.emit)
         assert ok, message
         reopened = QgsVectorLayer(caption_job.layer_uri(str(path)), "again", "ogr")
         assert all(isinstance(f["search_score"], float) for f in reopened.getFeatures())

@@ -260,13 +260,65 @@ def test_worker_runs_the_plugins_own_folder_and_nothing_beside_it(tmp_path, monk
     assert out.returncode == 2 and "no such file" in out.stderr, out.stderr
 
 
-def test_a_search_that_reads_fewer_features_than_the_layer_has_says_so():
-    """QGIS only logs a file it fails to open from a worker thread; the iteration just ends."""
-    from rsicrc.rsicrc_qgis.search import layer_search, core as search_core
+class _FlakySource:
+    """A feature source whose first `short` reads stop early, as QGIS's do when GDAL finds the
+    GeoPackage locked."""
 
-    search_core.check_all_read("l", 5, 5)
-    with pytest.raises(layer_search.SearchProblem, match="Only 3 of the 5 features"):
-        search_core.check_all_read("l", 3, 5)
+    def __init__(self, features, short):
+        self.features, self.short, self.reads = features, short, 0
+
+    def getFeatures(self, request):
+        self.reads += 1
+        return iter(self.features[:1] if self.reads <= self.short else self.features)
+
+
+class _Feature:
+    def __init__(self, fid, blob):
+        self.fid, self.blob = fid, blob
+
+    def id(self):
+        return self.fid
+
+    def __getitem__(self, name):
+        return self.blob
+
+
+def _flaky_search(short):
+    from qgis.core import QgsField, QgsFields
+    from qgis.PyQt.QtCore import QVariant
+
+    from rsicrc.rsicrc_qgis.search import core as search_core
+
+    fields = QgsFields()
+    fields.append(QgsField("embedding", QVariant.ByteArray))
+    rows = np.eye(3, 4, dtype=np.float32)
+    source = _FlakySource([_Feature(i, row.tobytes()) for i, row in enumerate(rows)], short)
+    return source, search_core.PreparedSearch("edited", search_core.MODE_CAPTION, "model", "", source, fields,
+                                              dim=4, expected=3)
+
+
+def test_an_edited_layer_read_short_is_read_again():
+    """A layer being edited is read on the main thread; a read that stops early is tried again."""
+    from rsicrc.rsicrc_qgis.search import core as search_core
+
+    source, prepared = _flaky_search(short=2)
+    assert search_core.read_edited_layer(prepared) is prepared
+    assert source.reads == 3 and prepared.fids == [0, 1, 2]
+    np.testing.assert_array_equal(prepared.matrix, np.eye(3, 4, dtype=np.float32))
+
+
+def test_a_search_that_reads_fewer_features_than_the_layer_has_says_so():
+    """QGIS only logs a file it fails to open; the iteration just ends. Snapshot reads (off the main
+    thread) are read once; an edited layer's after its retries."""
+    from rsicrc.rsicrc_qgis.search import core as search_core, layer_search
+
+    for read in (search_core.read_layer, search_core.read_edited_layer):
+        source, prepared = _flaky_search(short=5)
+        with pytest.raises(layer_search.ShortRead, match="Only 1 of the 3 features of layer \"edited\""):
+            read(prepared)
+        assert source.reads == (1 if read is search_core.read_layer
+                                else len(search_core.EDITED_READ_RETRY_PAUSES) + 1)
+    layer_search.check_all_read("l", 5, 5)
 
 
 def test_qgis_enums_are_this_qgis_own_values():

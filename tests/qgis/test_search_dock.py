@@ -22,8 +22,7 @@ def _search(plugin, layer, text, wait_signal, top=1):
     dock.set_layer(layer)
     dock.top_spin.setValue(top)
     dock.query_edit.setText(text)
-    dock.query_edit.returnPressed.emit()
-    return wait_signal(dock.searchFinished, 300)
+    return wait_signal(dock.searchFinished, 300, trigger=dock.query_edit.returnPressed.emit)
 
 
 def test_dock_scores_selects_and_reports_unknown_words(plugin, worker_env, result_copy,

@@ -94,8 +94,7 @@ def _search(plugin, layer, text, wait_signal, top=10):
     dock.top_spin.setValue(top)
     dock.query_edit.setText(text)
     with Watchdog() as watchdog:
-        dock.query_edit.returnPressed.emit()
-        ok, message = wait_signal(dock.searchFinished, 600)
+        ok, message = wait_signal(dock.searchFinished, 600, trigger=dock.query_edit.returnPressed.emit)
     return ok, message, watchdog.worst
 
 
