@@ -34,11 +34,23 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def cpu_model():
+    """The CPU's model name (every figure is named with it: machines differ)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine():
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+            "cpu_threads": torch.get_num_threads(), "processor": cpu_model()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

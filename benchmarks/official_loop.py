@@ -21,7 +21,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsicrc.model.encoder import ResBlock, build_backbone
+from rsicrc.model.config import IMAGE_SIZE
+from rsicrc.model.net.encoder import ResBlock, build_backbone
+
+
+def _official_backbone(spec):
+    """The image tower as the official code builds it: open_clip's own ModifiedResNet, less its
+    attention pool (rsicrc's resnet_trunk is a copy of it, tested equal)."""
+    if spec["kind"] != "resnet":
+        return build_backbone(spec)
+    from open_clip.modified_resnet import ModifiedResNet
+
+    tower = ModifiedResNet(layers=spec["layers"], output_dim=spec["output_dim"], heads=spec["heads"],
+                           image_size=IMAGE_SIZE, width=spec["width"])
+    return nn.Sequential(*list(tower.children())[:14])
 
 
 class _OfficialAttention(nn.Module):
@@ -66,7 +79,7 @@ class _OfficialEncoder(nn.Module):
         spec, d = cfg.backbone_spec, cfg.d_model
         self.kind, self.grid, self.feat_dim = spec["kind"], spec["grid"], spec["feat_dim"]
         self.encoder = nn.Module()
-        self.encoder.net = build_backbone(spec)
+        self.encoder.net = _official_backbone(spec)
         self.encoder.proj = nn.Conv2d(spec["feat_dim"], d, 1) if spec["feat_dim"] != d else None
         self.encoder_trans = nn.Module()
         self.encoder_trans.h_embedding = nn.Embedding(self.grid, d // 2)

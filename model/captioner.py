@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from . import change_score as _change
 from .device import resolve_device, resolve_dtype
 from .errors import ModelLoadError
-from .loading import (DEFAULT_SOURCE, WEIGHTS, build_network, read_config, read_state_dict, read_vocab, resolve_source,
-                      sha256_of)
+from .loading import DEFAULT_SOURCE, WEIGHTS, load_checked_network, read_config, read_vocab, resolve_source
 from .preprocess import preprocess as _preprocess
 
 
@@ -32,13 +31,12 @@ def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
     folder = resolved.folder
     cfg, raw_cfg = read_config(folder)
     vocab = read_vocab(folder)
-    weights = folder / WEIGHTS
-    net = build_network(cfg, vocab, read_state_dict(weights), weights)
+    net, sha256 = load_checked_network(cfg, vocab, folder / WEIGHTS)
     net = net.to(device=dev, dtype=dt)
     net.encoder.encoder.use_channels_last()
     # A folder is recorded absolute: outputs keep the source for later searches from elsewhere.
     recorded = resolved.repo_id or str(folder)
-    return Captioner(net, vocab, cfg, raw_cfg, source=recorded, sha256=sha256_of(weights),
+    return Captioner(net, vocab, cfg, raw_cfg, source=recorded, sha256=sha256,
                      device=dev, dtype=dt)
 
 

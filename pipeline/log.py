@@ -13,21 +13,17 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..model.user_cache import user_cache_dir
+
 MAX_LOG_BYTES = 1_000_000
 LOG_ENV = "RSICRC_LOG"
 
 
 def log_path(environ=os.environ, platform=sys.platform):
-    """The log file: $RSICRC_LOG, else rsicrc/rsicrc.log in this OS's user cache folder."""
+    """The log file: $RSICRC_LOG, else rsicrc.log in this OS's user cache folder for rsicrc."""
     if environ.get(LOG_ENV):
         return Path(environ[LOG_ENV])
-    if platform == "win32":
-        cache = Path(environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif platform == "darwin":
-        cache = Path.home() / "Library" / "Caches"
-    else:
-        cache = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "rsicrc" / "rsicrc.log"
+    return user_cache_dir(environ, platform) / "rsicrc.log"
 
 
 def route_library_messages(verbose=False):

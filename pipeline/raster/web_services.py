@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from html import escape
 
+from ...model.user_cache import user_cache_dir
+
 WORLD = 20037508.342789244  # EPSG:3857's half width, metres
 # The ground pixel the released model was trained on (LEVIR-CC): the default zoom level is the
 # finest one whose pixel is not finer than this.
@@ -97,5 +99,4 @@ def description_file(text, folder=None):
 
 
 def _cache_folder():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "rsicrc", "web-sources")
+    return user_cache_dir() / "web-sources"

@@ -8,18 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import IMAGE_SIZE
+from ..config import IMAGE_SIZE
+from .embedding import Embedding
+from .resnet_trunk import resnet_trunk
 
 
 def build_backbone(spec):
-    """The open_clip image tower as the official code keeps it."""
+    """The open_clip image tower as the official code keeps it (keys encoder.encoder.net.*)."""
     if spec["kind"] == "resnet":
-        from open_clip.modified_resnet import ModifiedResNet
-
-        tower = ModifiedResNet(layers=spec["layers"], output_dim=spec["output_dim"],
-                               heads=spec["heads"], image_size=IMAGE_SIZE, width=spec["width"])
-        # Without the attention pool: the first 14 children, keys encoder.encoder.net.<i>.
-        return nn.Sequential(*list(tower.children())[:14])
+        return resnet_trunk(spec["layers"], spec["width"])
     from open_clip.transformer import VisionTransformer
 
     return VisionTransformer(image_size=IMAGE_SIZE, patch_size=spec["patch_size"], width=spec["width"],
@@ -101,8 +98,8 @@ class AttentiveBlock(nn.Module):
 class AttentiveEncoder(nn.Module):
     def __init__(self, grid, d_model, layers, a_dim, h_dim, heads):
         super().__init__()
-        self.h_embedding = nn.Embedding(grid, d_model // 2)
-        self.w_embedding = nn.Embedding(grid, d_model // 2)
+        self.h_embedding = Embedding(grid, d_model // 2)
+        self.w_embedding = Embedding(grid, d_model // 2)
         self.selftrans = nn.ModuleList(
             nn.ModuleList([AttentiveBlock(d_model, a_dim, h_dim, heads),
                            AttentiveBlock(2 * d_model, a_dim, h_dim, heads)])
@@ -162,7 +159,12 @@ class PairEncoder(nn.Module):
         """-> (memory (B, h*w, C) batch-first, pooled (B, C) not normalised)."""
         n = before.shape[0]
         feats = self.encoder(torch.cat([before, after], dim=0))
-        m1, m2 = self.encoder_trans(feats[:n], feats[n:])
+        return self.from_features(feats[:n], feats[n:])
+
+    def from_features(self, f1, f2):
+        """forward from the image features (self.encoder's output) of the BEFORE and AFTER images."""
+        n = f1.shape[0]
+        m1, m2 = self.encoder_trans(f1, f2)
         sim = F.cosine_similarity(m1, m2, dim=1).unsqueeze(1)
         x = self.LN(self.Conv1(torch.cat([m1, m2], dim=1) + sim))
         # Contiguous copies: a linear layer on a strided 3-D input runs as a batched matmul with

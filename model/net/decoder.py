@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .embedding import Embedding
+
 
 class SinusoidalPositions(nn.Module):
     def __init__(self, max_len, d_model):
@@ -21,7 +23,7 @@ class SinusoidalPositions(nn.Module):
 class LearnedPositions(nn.Module):
     def __init__(self, max_len, d_model):
         super().__init__()
-        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.pos_emb = Embedding(max_len, d_model)
 
     def table(self):
         return self.pos_emb.weight
@@ -156,7 +158,7 @@ class CaptionDecoder(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.max_len = cfg.max_len
-        self.tokens_embed = nn.Embedding(vocab_size, d)
+        self.tokens_embed = Embedding(vocab_size, d)
         positions = LearnedPositions if cfg.learnable else SinusoidalPositions
         self.position_encoding = positions(cfg.max_len, d)
         self.uni_decoder = nn.ModuleList(DecoderLayer(d, cfg.num_heads, cfg.prenorm, cross=False)
