@@ -118,7 +118,20 @@ class Captioner:
 
         attention=True adds where the decoder looked: per pair, the mean over its greedy steps
         of the last cross-attention layer's head-averaged weights, as an image-grid map."""
-        memory, pooled = self._encode(before, after)
+        return self._described(*self._encode(before, after), attention)
+
+    @torch.inference_mode()
+    def describe_dates(self, images, before_rows, after_rows, attention=False):
+        """describe_pairs(images[before_rows], images[after_rows], attention), with the image
+        backbone run once per image: in a time series the middle dates are the AFTER of one
+        interval and the BEFORE of the next. images: preprocessed (N, 3, 224, 224)."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be a preprocessed batch, got shape {tuple(images.shape)}")
+        feats = self.net.encoder.encoder(images.to(self.device, self.dtype))
+        rows = [torch.as_tensor(r, dtype=torch.long, device=feats.device) for r in (before_rows, after_rows)]
+        return self._described(*self.net.encoder.from_features(feats[rows[0]], feats[rows[1]]), attention)
+
+    def _described(self, memory, pooled, attention):
         cross_kv = self.net.decoder.cross_keys_values(memory)  # shared by decoding and scoring
         maps = None
         decoded = self._greedy(memory, cross_kv, attention)

@@ -70,11 +70,14 @@ class BatchDescriber:
         if which.size == 0:
             return DescribedBatch({}, np.zeros((0, 4)), skips, len(batch.tiles))
         images, before_rows, after_rows = batch.interval_images(which, intervals)
-        # Each date's images preprocessed once, in one call; every interval indexes into them.
+        # Each date's images preprocessed once, in one call, and through the image backbone once
+        # (describe_dates); every interval indexes into them. A model package without
+        # describe_dates gets the pairs.
         pre = self.cap.preprocess(images)
-        pairs = (pre[before_rows], pre[after_rows])
-        result = self.cap.describe_pairs(*pairs, attention=True) if self.attention else \
-            self.cap.describe_pairs(*pairs)
+        options = {"attention": True} if self.attention else {}
+        describe_dates = getattr(self.cap, "describe_dates", None)
+        result = describe_dates(pre, before_rows, after_rows, **options) if describe_dates is not None \
+            else self.cap.describe_pairs(pre[before_rows], pre[after_rows], **options)
         tiles = [batch.tiles[i] for i in which]
         bounds = np.array([self.plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles], dtype=np.float64)
         columns = self._columns(batch, tiles, bounds, which, intervals, result)

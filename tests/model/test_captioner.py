@@ -82,3 +82,25 @@ def test_mismatched_batches_are_refused(small):
     model, before, after = small
     with pytest.raises(ValueError, match="one shape"):
         model.caption(before, after[:2])
+
+
+def test_describe_dates_runs_each_image_once_and_equals_describe_pairs(loaded, monkeypatch):
+    """A time series of 3 dates: 2 intervals a tile, 3 backbone images a tile (not 4), and the very
+    same captions, embeddings, scores and maps as describe_pairs on the two pairs."""
+    _, model, before, after = loaded
+    n = len(before)
+    images = torch.cat([before, after, before.flip(0)])  # dates 0, 1, 2 of n tiles
+    b_rows = np.r_[np.arange(n), n + np.arange(n)]  # interval 0 then interval 1
+    a_rows = b_rows + n
+    backbone = model.net.encoder.encoder
+    seen = []
+    real = backbone.forward
+    monkeypatch.setattr(backbone, "forward", lambda x: seen.append(len(x)) or real(x))
+    dates = model.describe_dates(images, b_rows, a_rows, attention=True)
+    assert sum(seen) == 3 * n
+    seen.clear()
+    pairs = model.describe_pairs(images[b_rows], images[a_rows], attention=True)
+    assert sum(seen) == 4 * n
+    assert dates.captions == pairs.captions and dates.changed == pairs.changed
+    for name in ("embeddings", "change_scores", "attention"):
+        torch.testing.assert_close(getattr(dates, name), getattr(pairs, name), rtol=0, atol=0, msg=name)

@@ -125,6 +125,20 @@ def test_a_pair_is_interval_zero_with_the_captioners_values(runs, dates, caption
     np.testing.assert_allclose(embeddings(table), result.embeddings.numpy(), atol=1e-5)
 
 
+def test_each_date_goes_through_the_image_backbone_once_a_tile(dates, captioner, tmp_path, monkeypatch):
+    """3 dates, 6 tiles: 12 pairs, 18 backbone images (not 24), the layer of the series run."""
+    backbone = captioner.net.encoder.encoder
+    seen = []
+    real = backbone.forward
+    monkeypatch.setattr(backbone, "forward", lambda x: seen.append(len(x)) or real(x))
+    out = tmp_path / "counted.gpkg"
+    run(dates, out, captioner, batch_size=4, heatmap=str(tmp_path / "counted.tif"), heatmap_scale=4,
+        queries=["a road"])
+    assert sum(seen) == 6 * 3
+    table, _ = layer(out)
+    assert len(table["caption"]) == 12
+
+
 def test_each_date_is_read_once_a_tile(dates, small_checkpoint, tmp_path, monkeypatch):
     reads = {}
     real = grid_reader.GridReader.read
@@ -221,11 +235,11 @@ class StopAfter:
     def __getattr__(self, name):
         return getattr(self._cap, name)
 
-    def describe_pairs(self, *args, **kw):
+    def describe_dates(self, *args, **kw):
         self._left -= 1
         if self._left == 0:
             raise KeyboardInterrupt
-        return self._cap.describe_pairs(*args, **kw)
+        return self._cap.describe_dates(*args, **kw)
 
 
 def _interrupted(dates, out, captioner, calls=2):
