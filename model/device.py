@@ -52,3 +52,45 @@ def resolve_dtype(dtype, device):
             raise ValueError("bf16 on the CPU needs bf16 instructions (AVX512-BF16 or AMX), which this CPU "
                              "lacks (torch would emulate them, slower than fp32); use fp32 (the default)")
     return chosen
+
+
+# A bf16 number format pays when its matrix products run this much faster than fp32's.
+BF16_PAYS_AT = 1.5
+PROBE_SIZE = 1024  # one product of 1024 x 1024 matrices: 2.1 GFLOP
+PROBE_SECONDS = 0.1  # timed this long at least (after one untimed product), at most PROBE_MAX_PRODUCTS
+PROBE_MAX_PRODUCTS = 50
+
+
+def _matmul_gflops(device, dtype):
+    import time
+
+    a = torch.randn(PROBE_SIZE, PROBE_SIZE, device=device).to(dtype)
+    b = torch.randn(PROBE_SIZE, PROBE_SIZE, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        torch.mm(a, b)
+        sync()
+        done, start = 0, time.perf_counter()
+        while done < PROBE_MAX_PRODUCTS and (done == 0 or time.perf_counter() - start < PROBE_SECONDS):
+            torch.mm(a, b)
+            sync()
+            done += 1
+        seconds = time.perf_counter() - start
+    return 2 * PROBE_SIZE ** 3 * done / seconds / 1e9
+
+
+def matmul_rates(device):
+    """Measured GFLOP/s of a matrix product on `device` per number format: {"fp32", "bf16", and
+    "fp16" on a GPU}; None for a format that fails there. Measured, not read from CPU flags: a
+    flag does not say how fast torch runs it (emulated bf16 is slower than fp32)."""
+    device = torch.device(device)
+    formats = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if device.type != "cpu":
+        formats["fp16"] = torch.float16
+    rates = {}
+    for name, dtype in formats.items():
+        try:
+            rates[name] = round(_matmul_gflops(device, dtype), 1)
+        except (RuntimeError, TypeError):
+            rates[name] = None
+    return rates

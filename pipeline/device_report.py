@@ -49,7 +49,34 @@ def gather_facts(requested="auto"):
         facts["resolved"] = str(resolve_device(requested))
     except ValueError as exc:
         facts["resolve_error"] = str(exc)
+        return facts
+    from ..model.device import matmul_rates
+
+    facts["matmul_gflops"] = matmul_rates(facts["resolved"])
     return facts
+
+
+def precision_advice(rates):
+    """Whether --precision bf16 would pay on this device, from measured matrix-product rates
+    ({"fp32": GFLOP/s, "bf16": ...}): a dict for the report, with the sentence a user reads."""
+    from ..model.device import BF16_PAYS_AT
+
+    fp32, bf16 = (rates or {}).get("fp32"), (rates or {}).get("bf16")
+    if not fp32:
+        return None
+    advice = {"fp32_gflops": fp32, "bf16_gflops": bf16, "bf16_speedup": None, "bf16_pays": False}
+    if not bf16:
+        advice["text"] = f"bf16: not available here (fp32 matrix products {fp32:.0f} GFLOP/s); keep fp32"
+        return advice
+    speedup = bf16 / fp32
+    advice.update(bf16_speedup=round(speedup, 2), bf16_pays=speedup >= BF16_PAYS_AT)
+    measured = f"bf16 matrix products {bf16:.0f} GFLOP/s, {speedup:.1f}x fp32's {fp32:.0f}"
+    if advice["bf16_pays"]:
+        advice["text"] = (f"bf16 would pay here ({measured}): --precision bf16 is faster but lossy (a few captions "
+                          "differ, see the README's speed table); fp32 stays the default")
+    else:
+        advice["text"] = f"bf16 would not pay here ({measured}); keep fp32"
+    return advice
 
 
 def _base_version(version):
@@ -129,6 +156,7 @@ def build_report(facts):
     resolved = facts.get("resolved", "cpu")
     kind, _, index = resolved.partition(":")
     report["device"] = resolved
+    report["precision"] = precision_advice(facts.get("matmul_gflops"))
     if kind == "cuda":
         devices = facts.get("cuda_devices") or []
         number = int(index) if index.isdigit() else 0
@@ -165,6 +193,8 @@ def format_device_report(report):
         lines = [line]
         if report.get("reason"):
             lines.append(f"why not a GPU: {report['reason']}")
+        if report.get("precision"):
+            lines.append(report["precision"]["text"])
     if report.get("warning"):
         lines.append(f"warning: {report['warning']}")
     if report.get("fix"):

@@ -39,6 +39,8 @@ def describe(report):
         text = "Apple GPU (MPS)"
     else:
         text = f"CPU: {report.get('reason') or 'no GPU'}"
+    if report.get("precision"):
+        text += "\n" + report["precision"]["text"]
     return DeviceStatus(True, text, report.get("warning"), report.get("fix"), report)
 
 

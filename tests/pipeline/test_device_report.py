@@ -134,3 +134,24 @@ def test_device_command_json():
     bad = subprocess.run([sys.executable, "-m", "rsicrc", "device", "--device", "tpu"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 1 and bad.stdout.startswith("error: unknown device 'tpu'")
+
+
+def test_bf16_advice_comes_from_measured_rates():
+    from rsicrc.pipeline.device_report import precision_advice
+
+    fast = build_report(facts(matmul_gflops={"fp32": 150.0, "bf16": 900.0}))
+    assert fast["precision"]["bf16_pays"] and fast["precision"]["bf16_speedup"] == 6.0
+    assert "bf16 would pay here (bf16 matrix products 900 GFLOP/s, 6.0x fp32's 150)" in format_device_report(fast)
+    emulated = precision_advice({"fp32": 150.0, "bf16": 20.0})
+    assert not emulated["bf16_pays"] and emulated["text"].startswith("bf16 would not pay here")
+    assert "not available" in precision_advice({"fp32": 150.0, "bf16": None})["text"]
+    assert precision_advice(None) is None and build_report(facts())["precision"] is None
+
+
+def test_the_device_command_measures_both_formats():
+    proc = subprocess.run([sys.executable, "-m", "rsicrc", "device", "--json", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    advice = json.loads(proc.stdout.strip().splitlines()[-1])["precision"]
+    assert advice["fp32_gflops"] > 1 and advice["text"].startswith("bf16")
+    assert (advice["bf16_speedup"] is None) == (advice["bf16_gflops"] is None)

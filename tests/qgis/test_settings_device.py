@@ -23,6 +23,8 @@ def test_describe_reports():
     failed = describe({"device": None, "error": "device 'cuda' asked for, but no CUDA GPU is available",
                        "reason": "no NVIDIA driver found"})
     assert not failed.ok and failed.text.startswith("No device: device 'cuda' asked for")
+    advised = describe(dict(H200_REPORT, precision={"text": "bf16 would pay here (...)"}))
+    assert advised.text == "CUDA GPU cuda: NVIDIA H200, 139.7 GiB\nbf16 would pay here (...)"
 
 
 @pytest.fixture
