@@ -230,7 +230,7 @@ def run(size=4096, tile=256, card_pairs=3, device="cpu", work=None, low_precisio
     same_input = _same_input_check(official, vocab, cap, before[:card_pairs], after[:card_pairs])
     results.update(same_input)
     del cap, official
-    short = results["short_captions"] = _short_captions(folder, before, after, batch, max(card_pairs, 5))
+    short = results["short_captions"] = _short_captions(folder, before, after, batch, min(n, max(card_pairs, 5)))
 
     rows = [["official loop (1 pair, PIL preprocessing, no cache)", "fp32", f"{off_rate:.3f}",
              f"{1 / off_rate:.2f}", "1.0x", "-"],

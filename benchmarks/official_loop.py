@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsicrc.model.config import IMAGE_SIZE
-from rsicrc.model.net.encoder import ResBlock, build_backbone
+from rsicrc.model.net.encoder import Attention, ResBlock, build_backbone
 
 
 def _official_backbone(spec):
@@ -37,15 +37,8 @@ def _official_backbone(spec):
     return nn.Sequential(*list(tower.children())[:14])
 
 
-class _OfficialAttention(nn.Module):
-    def __init__(self, dim, a_dim, heads):
-        super().__init__()
-        self.heads = heads
-        self.scale = (a_dim // heads) ** -0.5
-        self.to_q = nn.Linear(dim, a_dim, bias=False)
-        self.to_k = nn.Linear(dim, a_dim, bias=False)
-        self.to_v = nn.Linear(dim, a_dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(a_dim, dim), nn.Dropout(0.0))
+class _OfficialAttention(Attention):
+    """rsicrc's Attention's weights (the official module's), with the official forward."""
 
     def _heads(self, x):  # einops 'b n (h d) -> b h n d'
         b, n, _ = x.shape
