@@ -90,10 +90,11 @@ def _short_captions(folder, before, after, batch, card_pairs):
     from official_loop import load_official, official_pair, official_transform
     from rsicrc.model import load_model
 
-    cap = load_model(str(short_caption_checkpoint(folder)), device="cpu")
+    short = short_caption_checkpoint(folder)
+    cap = load_model(str(short), device="cpu")
     cap.describe_pairs(cap.preprocess(torch.from_numpy(before[:2])), cap.preprocess(torch.from_numpy(after[:2])))
     ours_s, described = _describe_all(cap, before, after, batch)
-    official, vocab = load_official(short_caption_checkpoint(folder))
+    official, vocab = load_official(short)
     transform = official_transform()
     official_pair(official, vocab, transform, before[0], after[0])  # warm-up
     with Timer() as t_off:

@@ -1,4 +1,6 @@
 """Choosing the torch device and dtype from the user's words."""
+import time
+
 import torch
 
 DTYPES = {None: None, "fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
@@ -62,8 +64,6 @@ PROBE_MAX_PRODUCTS = 50
 
 
 def _matmul_gflops(device, dtype):
-    import time
-
     a = torch.randn(PROBE_SIZE, PROBE_SIZE, device=device).to(dtype)
     b = torch.randn(PROBE_SIZE, PROBE_SIZE, device=device).to(dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

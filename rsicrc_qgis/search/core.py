@@ -95,8 +95,7 @@ def read_edited_layer(prepared):
     for pause in EDITED_READ_RETRY_PAUSES:
         try:
             return read_layer(prepared)
-        except ShortRead:
-            prepared.fids = None
+        except ShortRead:  # raised before read_layer fills anything in: the next try starts afresh
             time.sleep(pause)
     return read_layer(prepared)
 
