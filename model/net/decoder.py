@@ -194,6 +194,29 @@ class CaptionDecoder(nn.Module):
         """Teacher-forced logits (B, L, V) for token ids given visual tokens (B, M, C)."""
         return self.cross_logits(self.text_states(ids), self.cross_keys_values(memory))
 
+    def new_caches(self, memory):
+        """Empty self-attention key/value buffers (B, H, max_len, head_dim), one pair per layer."""
+        heads = self.uni_decoder[0].self_attn.num_heads
+        shape = (memory.shape[0], heads, self.max_len, memory.shape[-1] // heads)
+        return [(memory.new_empty(shape), memory.new_empty(shape))
+                for _ in range(len(self.uni_decoder) + len(self.cross_decoder))]
+
+    def step(self, token, step, caches, cross_kv, attention=False):
+        """One greedy step: logits (B, V) of the next token after `token` (B, 1) at position
+        `step`, filling `caches` there; attention=True also returns the last cross layer's
+        head-averaged weights (B, 1, M)."""
+        x = self.embed(token, start=step)
+        for layer, cache in zip(self.uni_decoder, caches):
+            x = layer(x, cache=cache, step=step)
+        weights = None
+        last = len(self.cross_decoder) - 1
+        for j, (layer, cache) in enumerate(zip(self.cross_decoder, caches[len(self.uni_decoder):])):
+            x = layer(x, cross_kv=cross_kv[j], cache=cache, step=step, attention=attention and j == last)
+            if attention and j == last:
+                x, weights = x
+        logits = self.lm_head(x[:, -1])
+        return (logits, weights) if attention else logits
+
     def greedy(self, memory, start_id, end_id, cross_kv=None, attention=False):
         """Greedy decoding of every row at once; a row leaves the batch when it emits END.
 
@@ -209,27 +232,17 @@ class CaptionDecoder(nn.Module):
         device = memory.device
         outputs = [[start_id] for _ in range(n)]
         weight_sum = memory.new_zeros(n, memory.shape[1], dtype=torch.float32) if attention else None
-        last = len(self.cross_decoder) - 1
         alive = torch.arange(n, device=device)
         if cross_kv is None:
             cross_kv = self.cross_keys_values(memory)
-        layers = list(self.uni_decoder) + list(self.cross_decoder)
-        heads = self.uni_decoder[0].self_attn.num_heads
-        head_dim = memory.shape[-1] // heads
-        caches = [tuple(memory.new_empty(n, heads, self.max_len, head_dim) for _ in range(2))
-                  for _ in layers]
+        caches = self.new_caches(memory)
         token = torch.full((n, 1), start_id, dtype=torch.long, device=device)
         for step in range(self.max_len):
-            x = self.embed(token, start=step)
-            for i, layer in enumerate(self.uni_decoder):
-                x = layer(x, cache=caches[i], step=step)
-            for j, layer in enumerate(self.cross_decoder):
-                x = layer(x, cross_kv=cross_kv[j], cache=caches[len(self.uni_decoder) + j], step=step,
-                          attention=attention and j == last)
-                if attention and j == last:
-                    x, weights = x
-                    weight_sum.index_add_(0, alive, weights[:, -1])
-            next_ids = self.lm_head(x[:, -1]).argmax(dim=-1)
+            logits = self.step(token, step, caches, cross_kv, attention)
+            if attention:
+                logits, weights = logits
+                weight_sum.index_add_(0, alive, weights[:, -1])
+            next_ids = logits.argmax(dim=-1)
             for row, tok in zip(alive.tolist(), next_ids.tolist()):
                 outputs[row].append(tok)
             keep = next_ids != end_id
