@@ -69,7 +69,7 @@ class Option:
     choices: tuple = None  # kind "choice": the accepted values, the first the default
 
 
-def _option(default=MISSING, default_factory=MISSING, **spec):
+def option_field(default=MISSING, default_factory=MISSING, **spec):
     return field(default=default, default_factory=default_factory, metadata={"option": Option(**spec)})
 
 
@@ -81,98 +81,98 @@ class CaptionParams:
     # A time series: dates after AFTER, oldest first (`caption D1 D2 D3 ...`). Interval i is date i
     # to date i + 1, so BEFORE -> AFTER is interval 0 and a pair is a series of two dates.
     later: list = field(default_factory=list)
-    model: str = _option(
+    model: str = option_field(
         default_factory=default_model, flag="--model", kind="text", label="Model",
         help="RSICRC model: hub repo id or local folder (default: $RSICRC_MODEL or rogerferrod/RSICRC)")
-    bands: str = _option(
+    bands: str = option_field(
         None, flag="--bands", kind="bands", label="Bands",
         help="three 1-based band numbers used as red,green,blue, e.g. 4,3,2 (default: the rasters' RGB bands)")
-    tile_size: int = _option(
+    tile_size: int = option_field(
         256, flag="--tile-size", kind="int", label="Tile size (px)", minimum=32, maximum=4096,
         help="tile side in pixels (default 256, LEVIR-CC's)")
-    queries: list = _option(
+    queries: list = option_field(
         default_factory=list, flag="--query", kind="texts", label="Text queries",
         help="score every tile against this text (repeatable; one a line in forms); one q_<words> field each")
-    extent: str = _option(
+    extent: str = option_field(
         None, flag="--extent", kind="extent", label="Extent",
         help="caption only the tiles that touch this rectangle: XMIN,YMIN,XMAX,YMAX[,CRS] (CRS default: "
              "BEFORE's, e.g. 7.1,45.0,7.2,45.1,EPSG:4326)")
-    area: str = _option(
+    area: str = option_field(
         None, flag="--area", kind="area", label="Area (polygons)",
         help="caption only the tiles that touch these polygons: any vector file OGR reads, as FILE or "
              "FILE|layername=NAME, in any CRS (reprojected)")
-    area_where: str = _option(
+    area_where: str = option_field(
         None, flag="--area-where", kind="text", label="Area features (SQL WHERE)", advanced=True, form=False,
         requires="area", help="with --area: only the features this OGR SQL WHERE clause selects, e.g. \"name = 'Centre'\"")
-    device: str = _option(
+    device: str = option_field(
         "auto", flag="--device", kind="device", label="Device",
         help="where the model runs: auto, cpu, cuda, cuda:N, mps")
-    reproject: bool = _option(
+    reproject: bool = option_field(
         False, flag="--reproject", kind="bool", label="Reproject AFTER onto BEFORE's grid",
         help="warp AFTER onto BEFORE's grid when their CRS, pixel size or alignment differ")
-    clip: bool = _option(
+    clip: bool = option_field(
         False, flag="--clip", kind="bool", label="Also store RS-M-CLIP embeddings",
         help="also store RS-M-CLIP embeddings (multilingual search) and land-cover classes")
-    heatmap: str = _option(
+    heatmap: str = option_field(
         None, flag="--heatmap", kind="raster_output", label="Where-changed heat map (GeoTIFF)",
         help="also write a GeoTIFF of where the model looked to caption each tile (its decoder's attention), "
              "on BEFORE's grid; empty: none")
-    overlap: int = _option(
+    overlap: int = option_field(
         0, flag="--overlap", kind="int", label="Tile overlap (px)", minimum=0, maximum=4095, advanced=True,
         help="pixels shared by neighbouring tiles, less than the tile size (default 0)")
-    batch_size: int = _option(
+    batch_size: int = option_field(
         64, flag="--batch-size", kind="int", label="Batch size", minimum=1, maximum=4096, advanced=True,
         help="tile pairs per model call (default 64: the decoder's matrix products run about twice as fast a "
              "pair as at 16)")
-    precision: str = _option(
+    precision: str = option_field(
         "fp32", flag="--precision", kind="choice", choices=PRECISIONS, label="Precision", advanced=True,
         help="the model's number format: fp32 (default: exact); bf16, about 2x faster on a GPU or on a CPU with "
              "bf16 instructions (AVX512-BF16, AMX), but some tiles' captions may differ from fp32's; fp16: GPUs "
              "only")
-    max_nodata: float = _option(
+    max_nodata: float = option_field(
         0.5, flag="--max-nodata", kind="float", label="Skip tiles with more nodata than",
         minimum=0.0, maximum=1.0, advanced=True,
         help="skip tiles with more than this fraction of nodata/masked pixels (default 0.5)")
-    target_resolution: float = _option(
+    target_resolution: float = option_field(
         None, flag="--target-resolution", kind="float", label="Resample to pixel size (m)",
         minimum=0.0, exclusive_minimum=True, maximum=1e6, advanced=True,
         help="resample both dates to this pixel size in metres (degrees converted on a geographic CRS)")
-    clip_model: str = _option(
+    clip_model: str = option_field(
         default_factory=default_clip_model, flag="--clip-model", kind="text", label="RS-M-CLIP model",
         advanced=True, requires="clip",
         help="RS-M-CLIP hub id or local folder (default: $RSICRC_CLIP_MODEL or hf-hub:joaodaniel/RS-M-CLIP)")
-    classes: str = _option(
+    classes: str = option_field(
         None, flag="--classes", kind="text", label="Land-cover classes", advanced=True, requires="clip",
         help='comma-separated class names for --clip, e.g. "forest,water,buildings" (default: a built-in list)')
-    heatmap_scale: int = _option(
+    heatmap_scale: int = option_field(
         8, flag="--heatmap-scale", kind="int", label="Heat map pixel (grid pixels)", minimum=1, maximum=256,
         advanced=True, requires="heatmap",
         help="heat map pixel side in pixels of BEFORE's grid (default 8: 1/64 of the pixels)")
-    yes_large: bool = _option(
+    yes_large: bool = option_field(
         False, flag="--yes-large", kind="bool", label="Run even a very large plan", advanced=True,
         help="run a plan beyond the size limits, which is refused otherwise: more than 10 million tiles, "
              "resampling to over 100x the pixels, or an overlap giving over 100x the tiles (and over 100,000)")
-    overwrite: bool = _option(
+    overwrite: bool = option_field(
         False, flag="--overwrite", kind="bool", label="Replace an existing file that rsicrc did not write",
         advanced=True, help="replace OUT even when it exists and is not a layer written by rsicrc")
     # Where the tiles are captioned (pipeline/caption/ray_engine.py). Not in the forms: the plugin's own
     # environment installs [project] dependencies only, without Ray; a cluster is a CLI job.
-    engine: str = _option(
+    engine: str = option_field(
         "local", flag="--engine", kind="choice", choices=ENGINES, label="Engine", advanced=True, form=False,
         help="local: this process (default); ray: Ray workers, a local Ray or the cluster of --ray-address "
              "(needs the ray extra: pip install 'rsicrc[ray]')")
-    ray_address: str = _option(
+    ray_address: str = option_field(
         None, flag="--ray-address", kind="text", label="Ray cluster address", advanced=True, form=False,
         help="with --engine ray: join this Ray cluster (e.g. 10.0.0.5:6379 or ray://host:10001, 'auto' for the "
              "one `ray start` runs here) instead of starting a local Ray")
-    workers: int = _option(
+    workers: int = option_field(
         None, flag="--workers", kind="int", label="Ray workers", minimum=1, maximum=100000, advanced=True,
         form=False,
         help="with --engine ray: model workers (default: one a GPU, else one a CPU of the cluster; a local Ray "
              "gets this many CPUs)")
     # False: start a new run; True: finish OUT.partial; "auto": finish it only when it holds this
     # same job, else start over (what tools such as the QGIS plugin pass).
-    resume: object = _option(
+    resume: object = option_field(
         False, flag="--resume", kind="resume", label="Resume", form=False,
         help="finish an interrupted run (OUT.gpkg.partial)")
 
@@ -190,7 +190,7 @@ class CaptionParams:
         for f in fields(self):
             opt = f.metadata.get("option")
             if opt is not None:
-                setattr(self, f.name, _checked(opt, getattr(self, f.name)))
+                setattr(self, f.name, check_option(opt, getattr(self, f.name)))
         if self.overlap >= self.tile_size:
             raise ParamError(f"--overlap must be smaller than the tile size ({self.tile_size} px), got {self.overlap}")
         self._check_dates()
@@ -245,10 +245,11 @@ def _same_file(a, b):
         return False
 
 
-def options():
-    """[(field name, Option, default)] of every run option, in form order."""
+def options(params=None):
+    """[(field name, Option, default)] of every option of `params` (a dataclass whose fields are
+    option_field()s; default CaptionParams: every run option), in form order."""
     out = []
-    for f in fields(CaptionParams):
+    for f in fields(params or CaptionParams):
         opt = f.metadata.get("option")
         if opt is not None:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
@@ -258,7 +259,7 @@ def options():
 
 def check_value(name, value):
     """One option's value checked and normalised on its own (ParamError when unusable)."""
-    return _checked(next(opt for n, opt, _ in options() if n == name), value)
+    return check_option(next(opt for n, opt, _ in options() if n == name), value)
 
 
 def form_options():
@@ -266,7 +267,8 @@ def form_options():
     return [(name, opt, default) for name, opt, default in options() if opt.form]
 
 
-def _checked(opt, value):
+def check_option(opt, value):
+    """`value` checked and normalised for `opt` (ParamError when unusable)."""
     kind = opt.kind
     if kind == "bool":
         return bool(value)
@@ -400,7 +402,7 @@ def argparse_type(opt, type_error):
     """An argparse `type` that checks one option's value as every face does."""
     def convert(text):
         try:
-            return _checked(opt, text)
+            return check_option(opt, text)
         except ParamError as exc:
             raise type_error(str(exc).replace(f"{opt.flag} ", "", 1)) from None
     convert.__name__ = opt.kind
