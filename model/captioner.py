@@ -131,6 +131,14 @@ class Captioner:
         rows = [torch.as_tensor(r, dtype=torch.long, device=feats.device) for r in (before_rows, after_rows)]
         return self._described(*self.net.encoder.from_features(feats[rows[0]], feats[rows[1]]), attention)
 
+    @torch.inference_mode()
+    def describe_trunk_features(self, before, after, attention=False):
+        """describe_pairs from the image backbone's outputs (`ImageEncoder.trunk_features`) of the
+        BEFORE and AFTER images: what a caller that keeps those features (training) runs."""
+        image_encoder = self.net.encoder.encoder
+        before, after = (image_encoder.project(f.to(self.device, self.dtype)) for f in (before, after))
+        return self._described(*self.net.encoder.from_features(before, after), attention)
+
     def _described(self, memory, pooled, attention):
         cross_kv = self.net.decoder.cross_keys_values(memory)  # shared by decoding and scoring
         maps = None

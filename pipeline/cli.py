@@ -1,4 +1,5 @@
-"""The `rsicrc` command line (`python -m rsicrc`): caption, caption-batch, search, info, serve, evaluate, device.
+"""The `rsicrc` command line (`python -m rsicrc`): caption, caption-batch, search, info, serve, evaluate, train,
+device.
 
 Exit codes: 0 ok, 2 bad input (one line naming the file and the problem), 1 any other failure.
 With `--progress json`, errors are also JSON lines on stdout (docs/interfaces.md).
@@ -17,6 +18,7 @@ from .environment.uv_tool import PYPI_SIMPLE
 from .errors import BadInput, PipelineFailure
 from .log import route_library_messages
 from .evaluate.params import add_evaluate_arguments
+from .train.params import add_train_arguments
 from .progress import JsonReporter, Reporter, make_reporter
 from .raster.sources import GDAL_CACHE_MB, GDAL_NETWORK_DEFAULTS
 
@@ -71,6 +73,7 @@ def build_parser():
     v.add_argument("--progress", choices=["bar", "json"], default="bar")
     v.set_defaults(func=_evaluate)
 
+    _add_train_command(sub)
     w = sub.add_parser("serve", help="search worker: JSON-lines requests on stdin, answers on stdout")
     w.add_argument("--model", default=default_model())
     w.add_argument("--clip-model", default=default_clip_model())
@@ -87,6 +90,14 @@ def build_parser():
                              help="also print the libraries' warnings and log messages (always in the log file, "
                                   "$RSICRC_LOG or rsicrc/rsicrc.log in the user cache folder)")
     return p
+
+
+def _add_train_command(sub):
+    t = sub.add_parser("train", help="fine-tune a model on a LEVIR-CC-format dataset with the official objective "
+                                     "(resumable; the result is a model folder every command loads)")
+    add_train_arguments(t, argparse.ArgumentTypeError)
+    t.add_argument("--progress", choices=["bar", "json"], default="bar")
+    t.set_defaults(func=_train)
 
 
 def _add_setup_command(sub):
@@ -158,6 +169,28 @@ def _evaluate(args, reporter):
     return 0
 
 
+def _train(args, reporter):
+    from .caption_params import ParamError
+    from .train.params import train_params_from_args
+    from .train.run import run_train
+
+    try:
+        params = train_params_from_args(args)
+    except ParamError as e:
+        raise BadInput(str(e)) from None
+    try:
+        out = run_train(params, reporter)
+    except KeyboardInterrupt:
+        raise PipelineFailure(f"interrupted; {os.path.abspath(args.output)}.partial keeps the last saved state: "
+                              "run the same command again to go on") from None
+    if out is None:
+        print(f"stopped after {params.max_steps} steps, the state saved in {os.path.abspath(args.output)}.partial: "
+              "run again without --max-steps (or a larger one) to go on", file=sys.stderr)
+    else:
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _serve(args, reporter):
     from .serve import ServeHandler, serve
 
@@ -200,8 +233,8 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "progress", None):
-            reporter = make_reporter(args.progress)
-        if args.command == "caption":
+            reporter = make_reporter(args.progress, *(("step", "training") if args.command == "train" else ()))
+        if args.command in ("caption", "train"):
             # A terminate from the QGIS side (or a job scheduler) ends like Ctrl-C: committed
             # batches stay in the partial file.
             signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -31,15 +31,16 @@ class Reporter:
 
 
 class BarReporter(Reporter):
-    def __init__(self, enabled=True):
+    def __init__(self, enabled=True, unit="tile", desc="captioning"):
         self._bar = None
         self._enabled = enabled
+        self._unit, self._desc = unit, desc
 
     def start(self, total, output):
         if self._enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="tile", desc="captioning", file=sys.stderr)
+            self._bar = tqdm(total=total, unit=self._unit, desc=self._desc, file=sys.stderr)
 
     def advance(self, done, total):
         if self._bar is not None:
@@ -86,7 +87,7 @@ class JsonReporter(Reporter):
         self._emit(event="done", output=str(output), features=features, skipped=skipped)
 
 
-def make_reporter(mode):
+def make_reporter(mode, unit="tile", desc="captioning"):
     if mode == "json":
         return JsonReporter()
-    return BarReporter(enabled=sys.stderr.isatty())
+    return BarReporter(enabled=sys.stderr.isatty(), unit=unit, desc=desc)

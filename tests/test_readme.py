@@ -233,6 +233,28 @@ def test_the_evaluate_example(small_checkpoint, tmp_path):
     assert len(json.loads((tmp_path / "OUT_DIR" / "captions.json").read_text())) == len(test_pairs)
 
 
+TRAIN = "rsicrc train --annotations LevirCCcaptions.json --images IMAGES_DIR -o MY_MODEL --epochs 3"
+EVALUATE_TRAINED = ("rsicrc evaluate --annotations LevirCCcaptions.json --images IMAGES_DIR -o AFTER_TRAINING "
+                    "--model MY_MODEL --split val")
+
+
+@runs(TRAIN, EVALUATE_TRAINED)
+def test_the_fine_tuning_example(small_checkpoint, tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "pipeline"))
+    from levir_cc_dataset import write_training_set
+
+    _, images = write_training_set(str(tmp_path))
+    Path(images).rename(tmp_path / "IMAGES_DIR")
+    proc = _run(_in_readme(TRAIN), tmp_path, {"RSICRC_MODEL": str(small_checkpoint)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "MY_MODEL" / "training.json").read_text())
+    assert len(record["epochs"]) == 3 and record["started_from"] == str(small_checkpoint)
+    proc = _run(_in_readme(EVALUATE_TRAINED), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "AFTER_TRAINING" / "metrics.json").read_text())
+    assert metrics["settings"]["pairs"] == 2 and "CIDEr" in metrics["captioning"]
+
+
 QGIS_COMMANDS = [
     "qgis_process.bin plugins enable rsicrc",
     "RSICRC_PYTHON=$PWD/.venv/bin/python qgis_process.bin run rsicrc:captionchanges -- "

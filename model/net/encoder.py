@@ -41,15 +41,20 @@ class ImageEncoder(nn.Module):
             self.net.to(memory_format=torch.channels_last)
         return self
 
-    def forward(self, images):
+    def trunk_features(self, images):
+        """The backbone's feature map (B, feat_dim, grid, grid), before the projection."""
         if self.kind == "resnet":
             chunks = images.contiguous(memory_format=torch.channels_last).split(self.RESNET_CHUNK)
-            feats = torch.cat([self.net(chunk) for chunk in chunks]).contiguous()
-        else:
-            _, tokens = self.net(images)
-            b, n, c = tokens.shape
-            feats = tokens.reshape(b, self.grid, self.grid, c).permute(0, 3, 1, 2)
+            return torch.cat([self.net(chunk) for chunk in chunks]).contiguous()
+        _, tokens = self.net(images)
+        b, n, c = tokens.shape
+        return tokens.reshape(b, self.grid, self.grid, c).permute(0, 3, 1, 2)
+
+    def project(self, feats):
         return self.proj(feats) if self.proj is not None else feats
+
+    def forward(self, images):
+        return self.project(self.trunk_features(images))
 
 
 class Attention(nn.Module):

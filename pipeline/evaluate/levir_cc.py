@@ -34,6 +34,7 @@ class LevirPair:
     first_raw: str         # the first sentence's `raw`
     before: str            # IMAGES_DIR/<filepath>/A/<filename>
     after: str             # IMAGES_DIR/<filepath>/B/<filename>
+    sentence_tokens: tuple = ()  # every sentence's `tokens` (the training captions)
 
     @property
     def flag(self):
@@ -109,7 +110,8 @@ def _pair(path, images_dir, index, r):
     base = os.path.join(images_dir, r["filepath"])
     return LevirPair(index, r["filepath"], r["filename"], r["imgid"], r["changeflag"],
                      tuple(s["raw"] for s in sentences), tuple(sentences[0]["tokens"]), sentences[0]["raw"],
-                     os.path.join(base, "A", r["filename"]), os.path.join(base, "B", r["filename"]))
+                     os.path.join(base, "A", r["filename"]), os.path.join(base, "B", r["filename"]),
+                     tuple(tuple(s["tokens"]) for s in sentences))
 
 
 def check_images(pairs):

@@ -7,6 +7,7 @@ has words outside the small model's vocabulary (UNK) and one is longer than max_
 (it asks no retrieval query).
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,40 @@ def write_dataset(root):
     annotations = root / "LevirCCcaptions.json"
     annotations.write_text(json.dumps({"images": records()}))
     return str(annotations), str(images)
+
+
+# --- a dataset with a train split (`rsicrc train`) ---------------------------------------------
+
+TRAIN_CAPTIONS = {
+    1: ["many buildings have been built", "new houses appear on the left", "some buildings are built",
+        "many houses have been built", "new buildings appear"],
+    0: ["there is no change", "the scene is the same as before", "no change has been made",
+        "there is no change", "nothing has changed"],
+}
+
+
+def write_training_set(root, train=6, val=2, size=64, odd_size=None):
+    """A LEVIR-CC-format dataset: `train` and `val` pairs, every other one changed."""
+    images, records, sentid = os.path.join(root, "images"), [], 0
+    for imgid in range(train + val):
+        split = "train" if imgid < train else "val"
+        flag = imgid % 2
+        before = uint8_scene((size, size), seed=200 + imgid)
+        after = uint8_scene((size, size), seed=300 + imgid) if flag else before.copy()
+        if odd_size and imgid == train - 1:
+            before = uint8_scene((odd_size, odd_size), seed=1)
+            after = before.copy()
+        name = f"{split}_{imgid:04d}.png"
+        for side, img in (("A", before), ("B", after)):
+            os.makedirs(os.path.join(images, split, side), exist_ok=True)
+            Image.fromarray(img.transpose(1, 2, 0)).save(os.path.join(images, split, side, name))
+        sents = []
+        for text in TRAIN_CAPTIONS[flag]:
+            sents.append(sentence(text, imgid, sentid))
+            sentid += 1
+        records.append({"filepath": split, "filename": name, "imgid": imgid, "split": split, "changeflag": flag,
+                        "sentences": sents})
+    annotations = os.path.join(root, "LevirCCcaptions.json")
+    with open(annotations, "w") as f:
+        json.dump({"images": records}, f)
+    return annotations, images

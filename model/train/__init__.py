@@ -1,0 +1,1 @@
+"""Training RSICRC: the official objective and which parameters learn."""
