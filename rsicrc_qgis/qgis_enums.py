@@ -65,3 +65,8 @@ POLYGON_GEOMETRY = first_of("core.Qgis.GeometryType.Polygon", "core.QgsWkbTypes.
 WKT_PREFERRED_GDAL = first_of("core.Qgis.CrsWktVariant.PreferredGdal",
                               "core.QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL",
                               "core.QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL")
+FILE_BEHAVIOR_FILE = first_of("core.Qgis.ProcessingFileParameterBehavior.File",
+                              "core.QgsProcessingParameterFile.Behavior.File", "core.QgsProcessingParameterFile.File")
+FILE_BEHAVIOR_FOLDER = first_of("core.Qgis.ProcessingFileParameterBehavior.Folder",
+                                "core.QgsProcessingParameterFile.Behavior.Folder",
+                                "core.QgsProcessingParameterFile.Folder")

@@ -94,10 +94,12 @@ def option_value(alg, name, opt, parameters, context, feedback=None):
     key = name.upper()
     if opt.kind == "bool":
         return alg.parameterAsBool(parameters, key, context)
+    if opt.kind in ("int", "float") and parameters.get(key) is None:
+        return None  # left out: the command's default, which an optional number without one cannot hold
     if opt.kind == "int":
         return alg.parameterAsInt(parameters, key, context)
     if opt.kind == "float":
-        return None if parameters.get(key) is None else alg.parameterAsDouble(parameters, key, context)
+        return alg.parameterAsDouble(parameters, key, context)
     if opt.kind == "texts":
         return caption_job.parse_queries(alg.parameterAsString(parameters, key, context))
     if opt.kind in ("device", "choice"):

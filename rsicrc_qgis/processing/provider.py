@@ -5,6 +5,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .caption_algorithm import CaptionChangesAlgorithm
 from .search_algorithm import SearchChangesAlgorithm
+from .train_algorithm import TrainModelAlgorithm
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "rsicrc.svg"
 
@@ -28,6 +29,7 @@ class RsicrcProvider(QgsProcessingProvider):
     def loadAlgorithms(self):
         self.addAlgorithm(CaptionChangesAlgorithm())
         self.addAlgorithm(SearchChangesAlgorithm())
+        self.addAlgorithm(TrainModelAlgorithm())
 
     # rsicrc writes GeoPackages itself: temporary outputs must be .gpkg files, never memory.
     def supportedOutputVectorLayerExtensions(self):

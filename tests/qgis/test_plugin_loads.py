@@ -10,8 +10,8 @@ def test_plugin_from_classfactory_has_toolbar_dock_and_provider(plugin):
     assert plugin.dock is not None and plugin.dock.objectName() == "RsicrcSearchDock"
     provider = QgsApplication.processingRegistry().providerById("rsicrc")
     assert provider is not None and provider.name() == "RSICRC"
-    assert {a.id() for a in provider.algorithms()} == {"rsicrc:captionchanges",
-                                                      "rsicrc:searchchanges"}
+    assert {a.id() for a in provider.algorithms()} == {"rsicrc:captionchanges", "rsicrc:searchchanges",
+                                                      "rsicrc:trainmodel"}
     assert QgsApplication.processingRegistry().algorithmById("rsicrc:captionchanges") \
         .displayName() == "Caption changes between two rasters"
 

@@ -99,3 +99,39 @@ def test_search_non_result_layer_is_a_clear_error(plugin, worker_env, tmp_path):
         processing.run("rsicrc:searchchanges", {"INPUT": plain, "QUERY": "road", "FIELD": "s",
                                                 "TOP": 3, "OUTPUT": str(tmp_path / "s.gpkg")},
                        feedback=QgsProcessingFeedback())
+
+
+def test_train_model_runs_in_the_worker_and_writes_a_model_folder(plugin, worker_env, tmp_path):
+    """rsicrc:trainmodel: `rsicrc train` in the worker, its output a model folder the caption run loads."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import processing
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+    from levir_cc_dataset import write_training_set
+
+    annotations, images = write_training_set(str(tmp_path))
+    out = tmp_path / "my-model"
+    feedback = QgsProcessingFeedback()
+    result = processing.run("rsicrc:trainmodel", {
+        "ANNOTATIONS": annotations, "IMAGES": images, "DEVICE": 0, "EPOCHS": 2, "BATCH_SIZE": 8,
+        "FREEZE_BACKBONE": True, "FREEZE_ENCODER": False, "OUTPUT": str(out)}, feedback=feedback)
+    assert result["OUTPUT"] == str(out)
+    record = json.loads((out / "training.json").read_text())
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert record["settings"]["batch_size"] == 8 and record["started_from"] == worker_env["RSICRC_MODEL"]
+    assert feedback.progress() == 100
+
+
+def test_train_model_bad_data_is_the_clis_one_line(plugin, worker_env, tmp_path):
+    import processing
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "a.json").write_text('{"images": []}')
+    with pytest.raises(QgsProcessingException, match="holds no pairs of split 'train'"):
+        processing.run("rsicrc:trainmodel", {"ANNOTATIONS": str(tmp_path / "a.json"), "IMAGES": str(tmp_path / "images"),
+                                             "DEVICE": 0, "OUTPUT": str(tmp_path / "m")},
+                       feedback=QgsProcessingFeedback())
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
