@@ -258,9 +258,10 @@ class _Trainer:
                 loss, _, _ = self._loss("val", chunk[start:start + p.batch_size])
                 losses.append(float(loss))
         captions = []
-        for start in range(0, len(self.val_pairs), VAL_CAPTION_BATCH):
-            indices = list(range(start, min(start + VAL_CAPTION_BATCH, len(self.val_pairs))))
-            captions += cap.describe_trunk_features(*self._pair_features("val", indices)).captions
+        with torch.no_grad():  # a learning backbone's features too
+            for start in range(0, len(self.val_pairs), VAL_CAPTION_BATCH):
+                indices = list(range(start, min(start + VAL_CAPTION_BATCH, len(self.val_pairs))))
+                captions += cap.describe_trunk_features(*self._pair_features("val", indices)).captions
         metrics = cm.official_scores([list(pair.references) for pair in self.val_pairs], captions)
         return {"val_loss": float(np.mean(losses)), "metrics": metrics}
 

@@ -176,6 +176,16 @@ def test_another_seed_gives_other_weights(dataset, small_checkpoint, trained, tm
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_learning_backbone_changes_its_last_stages_only(dataset, small_checkpoint, tmp_path):
+    out = tmp_path / "m"
+    run_train(params(dataset, small_checkpoint, out, epochs=1, freeze_backbone=False), Reporter())
+    before, after = _weights(small_checkpoint), _weights(out)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("encoder.encoder.net.13.") for k in changed)  # layer4 learnt
+    assert not any(k.startswith(("encoder.encoder.net.0.", "encoder.encoder.net.10.")) for k in changed)
+    assert not os.path.exists(str(out) + ".partial")
+
+
 def test_a_resume_with_other_settings_is_refused(dataset, small_checkpoint, tmp_path):
     out = tmp_path / "model"
     run_train(params(dataset, small_checkpoint, out, max_steps=2), Reporter())
