@@ -96,8 +96,8 @@ class _OfficialEncoder(nn.Module):
     def _attentive(self, img1, img2):
         t = self.encoder_trans
         batch, c, h, w = img1.shape
-        embed_h = t.w_embedding(torch.arange(h))
-        embed_w = t.h_embedding(torch.arange(w))
+        embed_h = t.w_embedding(torch.arange(h, device=img1.device))
+        embed_w = t.h_embedding(torch.arange(w, device=img1.device))
         pos = torch.cat([embed_w.unsqueeze(0).repeat(h, 1, 1), embed_h.unsqueeze(1).repeat(1, w, 1)], dim=-1)
         pos = pos.permute(2, 0, 1).unsqueeze(0).repeat(batch, 1, 1, 1)
         img1 = (img1 + pos).view(batch, c, -1).transpose(-1, 1)
@@ -177,10 +177,10 @@ class _OfficialDecoder(nn.Module):
 
     def forward(self, input_ids, memory):
         n = input_ids.shape[1]
-        mask = ~torch.tril(torch.ones(n, n)).bool()
+        mask = ~torch.tril(torch.ones(n, n, device=input_ids.device)).bool()
         x = self.tokens_embed(input_ids)
         if self.learnable:
-            x = x + self.position_encoding.pos_emb(torch.arange(n).unsqueeze(0))
+            x = x + self.position_encoding.pos_emb(torch.arange(n, device=input_ids.device).unsqueeze(0))
         else:
             x = x + self.position_encoding.pe[:, :n, :]
         x = x.permute(1, 0, 2)
@@ -199,8 +199,8 @@ class OfficialModel(nn.Module):
         self.decoder = _OfficialDecoder(cfg, vocab_size)
 
 
-def load_official(folder):
-    """The official network on the CPU with a checkpoint folder's weights (strict: every key)."""
+def load_official(folder, device="cpu"):
+    """The official network on `device` with a checkpoint folder's weights (strict: every key)."""
     from rsicrc.model.loading import read_config, read_state_dict, read_vocab
 
     cfg, _ = read_config(folder)
@@ -208,7 +208,7 @@ def load_official(folder):
     model = OfficialModel(cfg, len(vocab))
     state = read_state_dict(folder / "pytorch_model.bin")
     model.load_state_dict(state, strict=True)
-    return model.eval(), vocab
+    return model.eval().to(device), vocab
 
 
 def official_transform():
@@ -228,17 +228,18 @@ def official_pair(model, vocab, transform, before, after):
 
 
 def official_tokens(model, vocab, img1, img2):
-    """The official greedy loop on one preprocessed pair (1, 3, 224, 224) each."""
+    """The official greedy loop on one preprocessed pair (1, 3, 224, 224) each, on the model's device."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        pooled, memory = model.encoder(img1, img2)
-        ids = torch.tensor([[vocab.start]], dtype=torch.long)
+        pooled, memory = model.encoder(img1.to(device), img2.to(device))
+        ids = torch.tensor([[vocab.start]], dtype=torch.long, device=device)
         for _ in range(model.max_len):
             logits = model.decoder(ids, memory)
             nxt = logits[0][-1].topk(1)[1]
             ids = torch.cat([ids, nxt.reshape(1, -1)], dim=1)
             if nxt.item() == vocab.end:
                 break
-    return ids[0].tolist(), F.normalize(pooled, dim=-1)[0]
+    return ids[0].tolist(), F.normalize(pooled, dim=-1)[0].cpu()
 
 
 __all__ = ["load_official", "official_transform", "official_pair", "official_tokens"]

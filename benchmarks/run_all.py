@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BENCHES = ["bench_load", "bench_model", "bench_roofline", "bench_series", "bench_pipeline", "bench_clip", "bench_click", "bench_ray"]
+BENCHES = ["bench_load", "bench_model", "bench_roofline", "bench_series", "bench_pipeline", "bench_clip", "bench_click", "bench_ray", "bench_gpu"]
 
 
 def main(argv=None):

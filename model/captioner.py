@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from . import change_score as _change
-from .device import resolve_device, resolve_dtype
+from .device import exact_fp32, resolve_device, resolve_dtype
 from .errors import ModelLoadError
 from .loading import DEFAULT_SOURCE, WEIGHTS, load_checked_network, read_config, read_vocab, resolve_source
 from .preprocess import preprocess as _preprocess
@@ -32,6 +32,7 @@ def load_model(source=DEFAULT_SOURCE, device="auto", dtype=None, revision=None):
     cfg, raw_cfg = read_config(folder)
     vocab = read_vocab(folder)
     net, sha256 = load_checked_network(cfg, vocab, folder / WEIGHTS)
+    exact_fp32(dev, dt)
     net = net.to(device=dev, dtype=dt)
     net.encoder.encoder.use_channels_last()
     # A folder is recorded absolute: outputs keep the source for later searches from elsewhere.
@@ -153,6 +154,24 @@ class Captioner:
         else:  # a vocabulary without any "no change" sentence: only the caption can tell
             scores = torch.tensor([1.0 if c else 0.0 for c in changed])
         return PairResult(captions, self._normalised_cpu(pooled), scores, changed, maps)
+
+    @torch.inference_mode()
+    def batch_for_free_memory(self, tile_size=256, most=4096, share=0.7, probe=8):
+        """On a CUDA GPU: the largest power-of-two batch of tile pairs, at most `most`, whose
+        describe_pairs from uint8 tiles of `tile_size` px fits in `share` of the memory free now,
+        scaled from the peak of one `probe`-pair batch run here; None on other devices."""
+        if self.device.type != "cuda":
+            return None
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        tiles = torch.zeros((probe, 3, tile_size, tile_size), dtype=torch.uint8)
+        self.describe_pairs(self.preprocess(tiles), self.preprocess(tiles))
+        per_pair = max(1.0, (torch.cuda.max_memory_allocated(self.device) - base) / probe)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        fits = int(share * free / per_pair)
+        return max(1, min(most, 1 << max(0, fits.bit_length() - 1)))
 
     # -- text -------------------------------------------------------------------------------
     def tokenize(self, text):

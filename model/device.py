@@ -20,6 +20,10 @@ def resolve_device(device="auto"):
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available; use 'cpu' or 'auto'")
+    if name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {device!r} asked for, but this machine has {count} CUDA GPU"
+                         f"{'' if count == 1 else 's'} (cuda:0 to cuda:{count - 1})")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' asked for, but Apple's MPS backend is not available; use 'cpu' or 'auto'")
     try:
@@ -54,6 +58,20 @@ def resolve_dtype(dtype, device):
             raise ValueError("bf16 on the CPU needs bf16 instructions (AVX512-BF16 or AMX), which this CPU "
                              "lacks (torch would emulate them, slower than fp32); use fp32 (the default)")
     return chosen
+
+
+def exact_fp32(device, dtype):
+    """fp32 on a CUDA GPU computed as fp32: cuDNN would run convolutions in TF32 by default (10-bit
+    mantissa), and fp32 is the exact option. Process-wide, as torch's switch is."""
+    if device.type != "cuda" or dtype != torch.float32:
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9: the per-backend switch
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 # A bf16 number format pays when its matrix products run this much faster than fp32's.

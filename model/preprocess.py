@@ -48,7 +48,12 @@ def as_uint8_batch(images):
 
 def preprocess(images, device=None, size=IMAGE_SIZE):
     x = as_uint8_batch(images)
-    x = x.to(device, non_blocking=True).float() if device is not None else x.float()
+    if device is not None:
+        if torch.device(device).type == "cuda" and x.device.type == "cpu":
+            # from page-locked memory the copy runs asynchronously (torch keeps the buffer until it is done)
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True)
+    x = x.float()
     h, w = x.shape[-2:]
     new_h, new_w = resized_size(h, w, size)
     if (new_h, new_w) != (h, w):

@@ -48,7 +48,10 @@ def info_nce(pair_embeddings, caption_embeddings, labels, sentences, temperature
     negatives = ~positives
     if not bool(negatives.any()):
         return logits.new_zeros(())
-    negative_mass = torch.logsumexp(logits.masked_fill(~negatives, float("-inf")), dim=1, keepdim=True)
+    # The lowest finite number, not -inf, marks a non-negative (as the official code): a row
+    # without any negative would give logsumexp a gradient of exp(-inf + inf) = NaN.
+    negative_mass = torch.logsumexp(logits.masked_fill(~negatives, torch.finfo(logits.dtype).min), dim=1,
+                                    keepdim=True)
     per_positive = torch.logaddexp(logits, negative_mass.expand_as(logits)) - logits
     return per_positive[positives].mean()
 

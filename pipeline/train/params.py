@@ -7,8 +7,8 @@ builds its parser before torch is imported.
 import argparse
 from dataclasses import dataclass, field
 
-from ..caption_params import argparse_type, check_option, check_value, default_model, option_field, \
-    options
+from ..caption_params import ParamError, argparse_type, check_option, check_value, default_model, \
+    option_field, options
 
 EPOCHS = 10  # the official run trains 50 epochs from scratch; fine-tuning from the released weights needs fewer
 
@@ -20,6 +20,7 @@ class TrainParams:
     output: str
     model: str = field(default_factory=default_model)  # caption_params' --model: one definition
     device: str = "auto"
+    precision: str = "fp32"  # caption_params' --precision; here the forward passes' (autocast)
     epochs: int = option_field(
         EPOCHS, flag="--epochs", kind="int", label="Epochs", minimum=1, maximum=10000,
         help=f"passes over the training captions (default {EPOCHS})")
@@ -63,6 +64,9 @@ class TrainParams:
     def check(self):
         """Every option checked and normalised; ParamError names the option."""
         self.device = check_value("device", self.device)
+        self.precision = check_value("precision", self.precision)
+        if self.precision == "fp16":
+            raise ParamError("--precision fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
         for name, opt, _ in options(TrainParams):
             setattr(self, name, check_option(opt, getattr(self, name)))
         return self
@@ -70,8 +74,18 @@ class TrainParams:
     # What changes the weights (the seed, the data and the starting model are recorded beside):
     # a resumed run must have the same.
     def objective_settings(self):
-        return {name: getattr(self, name) for name, _, _ in options(TrainParams)
-                if name not in ("checkpoint_every", "max_steps")}
+        settings = {name: getattr(self, name) for name, _, _ in options(TrainParams)
+                    if name not in ("checkpoint_every", "max_steps")}
+        return dict(settings, precision=self.precision)
+
+
+# The caption run's options that train takes too, with what they mean here (None: the same words).
+SHARED_OPTION_HELP = {
+    "model": "the model to start from: hub repo id or local folder (default: $RSICRC_MODEL or rogerferrod/RSICRC)",
+    "device": None,
+    "precision": "the number format of the forward passes: fp32 (default) or bf16 autocast (a GPU, or a CPU with "
+                 "bf16 instructions); the weights and the optimiser stay fp32",
+}
 
 
 def add_train_arguments(parser, type_error):
@@ -84,10 +98,9 @@ def add_train_arguments(parser, type_error):
                         help="the new model folder (config.json, levir_vocab.json, pytorch_model.bin, training.json); "
                              "it is built in OUT_DIR.partial and must not exist yet")
     for name, opt, default in options():
-        if name in ("model", "device"):
+        if name in SHARED_OPTION_HELP:
             parser.add_argument(opt.flag, dest=name, type=argparse_type(opt, type_error), default=default,
-                                help=opt.help if name == "device" else "the model to start from: hub repo id or "
-                                "local folder (default: $RSICRC_MODEL or rogerferrod/RSICRC)")
+                                help=SHARED_OPTION_HELP[name] or opt.help)
     for name, opt, default in options(TrainParams):
         if opt.kind == "bool":
             parser.add_argument(opt.flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
@@ -99,5 +112,5 @@ def add_train_arguments(parser, type_error):
 
 def train_params_from_args(args):
     """TrainParams from a namespace of a parser with add_train_arguments, checked."""
-    names = ["annotations", "images", "output", "model", "device"] + [n for n, _, _ in options(TrainParams)]
+    names = ["annotations", "images", "output", *SHARED_OPTION_HELP] + [n for n, _, _ in options(TrainParams)]
     return TrainParams(**{n: getattr(args, n) for n in names}).check()

@@ -28,6 +28,7 @@ import time
 import numpy as np
 import torch
 
+from rsicrc.model.device import resolve_dtype
 from rsicrc.model.train.objective import objective
 from rsicrc.model.train.trainable import set_trainable, train_mode
 
@@ -56,6 +57,10 @@ def run_train(params, reporter):
     val_pairs = read_split(params.annotations, params.images, "val")
     _check_sizes(train_pairs + val_pairs)
     cap = load_captioner(params.model, params.device, "fp32")
+    try:  # bf16 autocast where the model could run bf16 (resolve_dtype's rule), the weights fp32
+        resolve_dtype(params.precision, cap.device)
+    except ValueError as exc:
+        raise BadInput(f"--precision {params.precision}: {exc}") from None
     train = split_captions(train_pairs, cap.vocab, cap.cfg.max_len, "train", params.annotations)
     val = split_captions(val_pairs, cap.vocab, cap.cfg.max_len, "val", params.annotations)
     _prepare(partial)  # after every check: a refused run leaves nothing behind
@@ -186,7 +191,7 @@ class _Trainer:
     def _loss(self, split, samples):
         f1, f2 = self._pair_features(split, [s.pair for s in samples])
         image_encoder = self.cap.net.encoder.encoder
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cap.device.type == "cuda")
+        autocast = torch.autocast(self.cap.device.type, dtype=torch.bfloat16, enabled=self.params.precision == "bf16")
         with autocast:
             memory, pooled = self.cap.net.encoder.from_features(image_encoder.project(f1), image_encoder.project(f2))
             return objective(self.cap.net, memory, pooled, *self._batch_tensors(samples),

@@ -248,3 +248,19 @@ def test_an_existing_output_is_refused(dataset, small_checkpoint, tmp_path, caps
     code, err = _cli(capsys, "--annotations", annotations, "--images", images, "-o", str(tmp_path / "m"),
                      "--model", str(small_checkpoint), "--device", "cpu")
     assert code == 2 and len(err) == 1 and "exists; give a new folder" in err[0]
+
+
+def test_bf16_trains_where_the_cpu_has_it_and_fp16_is_refused(dataset, small_checkpoint, tmp_path):
+    from rsicrc.model.device import cpu_has_bf16
+    from rsicrc.pipeline.caption_params import ParamError
+
+    with pytest.raises(ParamError, match="fp16 is not offered for training"):
+        params(dataset, small_checkpoint, tmp_path / "fp16", precision="fp16")
+    bf16 = params(dataset, small_checkpoint, tmp_path / "bf16", precision="bf16", epochs=1)
+    if cpu_has_bf16():
+        run_train(bf16, Reporter())
+        assert json.loads((tmp_path / "bf16" / "training.json").read_text())["settings"]["precision"] == "bf16"
+    else:
+        with pytest.raises(BadInput, match="--precision bf16: bf16 on the CPU needs bf16 instructions"):
+            run_train(bf16, Reporter())
+        assert not os.path.exists(tmp_path / "bf16.partial") and not os.path.exists(tmp_path / "bf16")
