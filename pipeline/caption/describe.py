@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import PipelineFailure
 from ..layer.blobs import embedding_blob
 from ..layer.schema import (AREA_FRACTION_FIELD, ATTENTION_FIELD, CORE_FIELDS, EMBEDDING_FIELD, GEOMETRY_COLUMN,
                             SERIES_FIELDS, date_name, slug_field)
@@ -53,6 +54,16 @@ class DescribedBatch(TileRows):
     result: object = None  # the model's PairResult; None when nothing was captioned
 
 
+def _check_finite(result, cap):
+    """A model whose numbers overflowed (fp16 keeps values below 65504) gives NaN embeddings and
+    word salad: the run stops before writing them, the batches already written kept."""
+    if np.isfinite(np.asarray(result.embeddings, dtype=np.float32)).all():
+        return
+    precision = getattr(cap, "precision", "fp32")
+    hint = "use --precision bf16 (fp32's range) or fp32" if precision == "fp16" else "the model's weights may be damaged"
+    raise PipelineFailure(f"the model's outputs are not finite numbers (overflow in {precision}); {hint}")
+
+
 class BatchDescriber:
     """The models and the run's settings that describe every batch of a run the same way."""
 
@@ -78,6 +89,7 @@ class BatchDescriber:
         describe_dates = getattr(self.cap, "describe_dates", None)
         result = describe_dates(pre, before_rows, after_rows, **options) if describe_dates is not None \
             else self.cap.describe_pairs(pre[before_rows], pre[after_rows], **options)
+        _check_finite(result, self.cap)
         tiles = [batch.tiles[i] for i in which]
         bounds = np.array([self.plan.grid.tile_bounds(t.row, t.col, t.size) for t in tiles], dtype=np.float64)
         columns = self._columns(batch, tiles, bounds, which, intervals, result)

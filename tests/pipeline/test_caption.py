@@ -7,6 +7,7 @@ import pyogrio.raw
 import pytest
 import rasterio
 import shapely
+import torch
 from pipeline_test_rasters import ORIGIN, scene, uint8_scene, write_raster
 
 from rsicrc.pipeline.caption.run import CaptionParams, run_caption
@@ -173,3 +174,20 @@ def test_cli_default_models_are_the_model_packages_defaults():
     from rsicrc.pipeline.caption_params import DEFAULT_CLIP_MODEL, DEFAULT_MODEL
 
     assert (DEFAULT_MODEL, DEFAULT_CLIP_MODEL) == (DEFAULT_SOURCE, DEFAULT_CLIP_SOURCE)
+
+
+def test_a_model_whose_numbers_overflow_stops_the_run_before_writing_them(shifted_pair, small_checkpoint, tmp_path):
+    from rsicrc.model import load_model
+    from rsicrc.pipeline.errors import PipelineFailure
+
+    cap = load_model(str(small_checkpoint), device="cpu")
+    with torch.no_grad():
+        next(cap.net.parameters()).view(-1)[0] = float("inf")  # what an fp16 overflow leaves behind
+    out = tmp_path / "changes.gpkg"
+    with pytest.raises(PipelineFailure, match="not finite numbers .overflow in fp32.") as err:
+        run_caption(CaptionParams(*shifted_pair, str(out), model=cap.source, tile_size=TILE, batch_size=4),
+                    Reporter(), captioner=cap)
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+    partial = tmp_path / "changes.gpkg.partial"  # kept as after any stop: it holds no feature of the batch
+    assert len(read_layer(partial)[0]["tile_id"]) == 0
