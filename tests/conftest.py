@@ -27,6 +27,24 @@ def checkpoint_factory(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def load_parity_case(checkpoint_factory):
+    """load_parity_case(name, device) -> (case, model, before, after): a parity case's generated
+    checkpoint loaded on `device`, and its input pairs."""
+    import torch
+
+    from parity_recipe import load_case, pair_inputs
+    from rsicrc.model import load_model
+
+    def load(name, device="cpu"):
+        case = load_case(name)
+        model = load_model(str(checkpoint_factory(name)), device=device)
+        before, after = (torch.from_numpy(x) for x in pair_inputs(case))
+        return case, model, before, after
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def small_checkpoint(checkpoint_factory):
     """The rn50-small parity checkpoint: full RN50 backbone, d_model 64, a 48-word vocabulary."""
     return checkpoint_factory("rn50-small")

@@ -5,19 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from parity_recipe import CASE_NAMES, load_case, pair_inputs
+from parity_params import PARITY_CASES
+from parity_recipe import load_case, pair_inputs
 from rsicrc.model import ModelLoadError, load_model
 from rsicrc.model.preprocess import CLIP_STD
 
 EMBEDDING_TOLERANCE = 1e-4  # the CPU parity tests' bound
-CASES = [pytest.param(n, marks=pytest.mark.slow) if n == "rn50-full" else n for n in CASE_NAMES]
 
 
-@pytest.fixture(scope="module", params=CASES)
-def on_cuda(request, checkpoint_factory):
-    case = load_case(request.param)
-    model = load_model(str(checkpoint_factory(request.param)), device="cuda")
-    before, after = (torch.from_numpy(x) for x in pair_inputs(case))
+@pytest.fixture(scope="module", params=PARITY_CASES)
+def on_cuda(request, load_parity_case):
+    case, model, before, after = load_parity_case(request.param, device="cuda")
     yield case, model, before, after
     del model
     torch.cuda.empty_cache()
