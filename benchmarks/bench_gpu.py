@@ -68,26 +68,15 @@ def _bench_tiles(n, work, size, tile):
     return smooth[0], smooth[1], "smooth random images (no rasterio)", None
 
 
-def _describe_batches(cap, before, after, batch):
-    """describe_pairs over all pairs from host uint8 arrays, as the pipeline calls it; the results."""
-    out = []
-    for s in range(0, len(before), batch):
-        b, a = torch.from_numpy(before[s:s + batch]), torch.from_numpy(after[s:s + batch])
-        out.append(cap.describe_pairs(cap.preprocess(b), cap.preprocess(a)))
-    return out
-
-
 def _timed_rate(cap, before, after, batch):
     """(pairs/s, ms a batch, peak GPU MB, encoder share, results) of one format and batch."""
+    from bench_model import _describe_all  # as the pipeline calls it; its results are on the CPU: synchronised
+
     dev = cap.device
-    _describe_batches(cap, before[:batch], after[:batch], batch)  # warm-up: kernels, allocator
+    _describe_all(cap, before[:batch], after[:batch], batch)  # warm-up: kernels, allocator
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    _sync(dev)
-    t = time.perf_counter()
-    results = _describe_batches(cap, before, after, batch)
-    _sync(dev)
-    seconds = time.perf_counter() - t
+    seconds, results = _describe_all(cap, before, after, batch)
     peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else float("nan")
     # The encoder alone on the same preprocessed batches: what the decoder and score add is the rest.
     pre = [(cap.preprocess(torch.from_numpy(before[s:s + batch])), cap.preprocess(torch.from_numpy(after[s:s + batch])))
@@ -112,24 +101,6 @@ def _agreement(ref, low):
 
     same, share = _token_agreement([c.split() for c in ref], [c.split() for c in low])
     return {"pairs": len(ref), "identical": same, "token_share": share}
-
-
-def _parity_agreement(device, precision):
-    """Tokens of `precision` against fp32 on every parity case's inputs, on `device`."""
-    from parity_recipe import CASE_NAMES, load_case, pair_inputs
-    from rsicrc.model import load_model
-
-    from bench_model import _token_agreement
-
-    out = {}
-    for name in CASE_NAMES:
-        before, after = (torch.from_numpy(x) for x in pair_inputs(load_case(name)))
-        folder = str(generated_checkpoint(name))
-        ref = load_model(folder, device=device).generate(before, after)
-        low = load_model(folder, device=device, dtype=precision).generate(before, after)
-        same, share = _token_agreement(ref, low)
-        out[name] = {"pairs": len(ref), "identical": same, "token_share": share}
-    return out
 
 
 def _official_rate(folder, device, before, after, pairs):
@@ -227,7 +198,7 @@ def _add_end_to_end(results, label, folder, device, pair, work, size, tile):
 
 def run(device="cuda", case=None, pairs=1024, batches=(16, 32, 64, 128, 256), size=8192, tile=256,
         precisions=PRECISIONS, official_pairs=OFFICIAL_PAIRS, work=None):
-    from bench_model import SHORT_MAX_LEN, levir_words_checkpoint, short_caption_checkpoint
+    from bench_model import SHORT_MAX_LEN, _parity_agreement, levir_words_checkpoint, short_caption_checkpoint
 
     device = torch.device(device)
     work = Path(work or tempfile.mkdtemp(prefix="rsicrc-bench-gpu-"))
@@ -250,7 +221,7 @@ def run(device="cuda", case=None, pairs=1024, batches=(16, 32, 64, 128, 256), si
             _add_end_to_end(results, label, folder, device, pair, work, size, tile)
             write_result(name, results)
     low = [p for p in precisions if p != "fp32"]
-    results["parity_agreement"] = {p: _parity_agreement(device, p) for p in low}
+    results["parity_agreement"] = {p: _parity_agreement(p, device) for p in low}
     title = (f"rsicrc on {gpu if device.type == 'cuda' else 'the CPU'}: {results['case']}, {len(before)} pairs "
              f"of {tile} px tiles ({source}), preprocess + describe_pairs from host uint8")
     print_table(title, ["captions", "format", "batch", "pairs/s", "ms/batch", "peak GPU MB", "encoder",

@@ -157,8 +157,8 @@ def _token_agreement(a, b):
     return same, agree / max(total, 1)
 
 
-def _parity_agreement(dtype):
-    """bf16 against fp32 tokens on every parity case's inputs (the cases' own checkpoints)."""
+def _parity_agreement(dtype, device="cpu"):
+    """`dtype` against fp32 tokens on every parity case's inputs (the cases' own checkpoints), on `device`."""
     from parity_recipe import CASE_NAMES, load_case, pair_inputs
     from rsicrc.model import load_model
 
@@ -167,8 +167,8 @@ def _parity_agreement(dtype):
         case = load_case(name)
         folder = generated_checkpoint(name)
         before, after = (torch.from_numpy(x) for x in pair_inputs(case))
-        ref = load_model(str(folder), device="cpu").generate(before, after)
-        low = load_model(str(folder), device="cpu", dtype=dtype).generate(before, after)
+        ref = load_model(str(folder), device=device).generate(before, after)
+        low = load_model(str(folder), device=device, dtype=dtype).generate(before, after)
         same, share = _token_agreement(ref, low)
         out[name] = {"pairs": len(ref), "identical": same, "token_share": share}
     return out
