@@ -104,7 +104,7 @@ def paint_water(img, water, grain):
     return np.where(water, WATER + grain * 0.3, img)
 
 
-def to_uint8(img):
+def as_image(img):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -141,4 +141,4 @@ def scene_window(row0, col0, height, width, size, seed=7, after=False):
         built |= ((u < 0.5) & near_new) | (u > 0.97)
     img = paint_houses(img, built, lots, seed, grain)
     new = [new_road] if new_road is not None else []
-    return to_uint8(paint_road(img, road_mask(r, c, road_rows + new, road_cols), grain))
+    return as_image(paint_road(img, road_mask(r, c, road_rows + new, road_cols), grain))
