@@ -70,13 +70,13 @@ def _bench_tiles(n, work, size, tile):
 
 def _timed_rate(cap, before, after, batch):
     """(pairs/s, ms a batch, peak GPU MB, encoder share, results) of one format and batch."""
-    from bench_model import _describe_all  # as the pipeline calls it; its results are on the CPU: synchronised
+    from bench_model import describe_all  # as the pipeline calls it; its results are on the CPU: synchronised
 
     dev = cap.device
-    _describe_all(cap, before[:batch], after[:batch], batch)  # warm-up: kernels, allocator
+    describe_all(cap, before[:batch], after[:batch], batch)  # warm-up: kernels, allocator
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    seconds, results = _describe_all(cap, before, after, batch)
+    seconds, results = describe_all(cap, before, after, batch)
     peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else float("nan")
     # The encoder alone on the same preprocessed batches: what the decoder and score add is the rest.
     pre = [(cap.preprocess(torch.from_numpy(before[s:s + batch])), cap.preprocess(torch.from_numpy(after[s:s + batch])))
@@ -97,9 +97,9 @@ def _tokens(results):
 
 
 def _agreement(ref, low):
-    from bench_model import _token_agreement
+    from bench_model import token_agreement
 
-    same, share = _token_agreement([c.split() for c in ref], [c.split() for c in low])
+    same, share = token_agreement([c.split() for c in ref], [c.split() for c in low])
     return {"pairs": len(ref), "identical": same, "token_share": share}
 
 
@@ -198,7 +198,7 @@ def _add_end_to_end(results, label, folder, device, pair, work, size, tile):
 
 def run(device="cuda", case=None, pairs=1024, batches=(16, 32, 64, 128, 256), size=8192, tile=256,
         precisions=PRECISIONS, official_pairs=OFFICIAL_PAIRS, work=None):
-    from bench_model import SHORT_MAX_LEN, _parity_agreement, levir_words_checkpoint, short_caption_checkpoint
+    from bench_model import SHORT_MAX_LEN, parity_agreement, levir_words_checkpoint, short_caption_checkpoint
 
     device = torch.device(device)
     work = Path(work or tempfile.mkdtemp(prefix="rsicrc-bench-gpu-"))
@@ -221,7 +221,7 @@ def run(device="cuda", case=None, pairs=1024, batches=(16, 32, 64, 128, 256), si
             _add_end_to_end(results, label, folder, device, pair, work, size, tile)
             write_result(name, results)
     low = [p for p in precisions if p != "fp32"]
-    results["parity_agreement"] = {p: _parity_agreement(p, device) for p in low}
+    results["parity_agreement"] = {p: parity_agreement(p, device) for p in low}
     title = (f"rsicrc on {gpu if device.type == 'cuda' else 'the CPU'}: {results['case']}, {len(before)} pairs "
              f"of {tile} px tiles ({source}), preprocess + describe_pairs from host uint8")
     print_table(title, ["captions", "format", "batch", "pairs/s", "ms/batch", "peak GPU MB", "encoder",

@@ -93,7 +93,7 @@ def _short_captions(folder, before, after, batch, card_pairs):
     short = short_caption_checkpoint(folder)
     cap = load_model(str(short), device="cpu")
     cap.describe_pairs(cap.preprocess(torch.from_numpy(before[:2])), cap.preprocess(torch.from_numpy(after[:2])))
-    ours_s, described = _describe_all(cap, before, after, batch)
+    ours_s, described = describe_all(cap, before, after, batch)
     official, vocab = load_official(short)
     transform = official_transform()
     official_pair(official, vocab, transform, before[0], after[0])  # warm-up
@@ -128,7 +128,7 @@ def _tiles(pair, tile, limit=None):
     return before, after
 
 
-def _describe_all(cap, before, after, batch):
+def describe_all(cap, before, after, batch):
     """describe_pairs over every tile in batches, as `rsicrc caption` calls it: (seconds, results)."""
     results = []
     with Timer() as t:
@@ -147,7 +147,7 @@ def _generate(cap, before, after, batch):
     return out
 
 
-def _token_agreement(a, b):
+def token_agreement(a, b):
     """(pairs whose tokens are identical, share of token positions that agree) of two decodings."""
     same = sum(x == y for x, y in zip(a, b))
     agree = total = 0
@@ -157,7 +157,7 @@ def _token_agreement(a, b):
     return same, agree / max(total, 1)
 
 
-def _parity_agreement(dtype, device="cpu"):
+def parity_agreement(dtype, device="cpu"):
     """`dtype` against fp32 tokens on every parity case's inputs (the cases' own checkpoints), on `device`."""
     from parity_recipe import CASE_NAMES, load_case, pair_inputs
     from rsicrc.model import load_model
@@ -169,7 +169,7 @@ def _parity_agreement(dtype, device="cpu"):
         before, after = (torch.from_numpy(x) for x in pair_inputs(case))
         ref = load_model(str(folder), device=device).generate(before, after)
         low = load_model(str(folder), device=device, dtype=dtype).generate(before, after)
-        same, share = _token_agreement(ref, low)
+        same, share = token_agreement(ref, low)
         out[name] = {"pairs": len(ref), "identical": same, "token_share": share}
     return out
 
@@ -193,7 +193,7 @@ def run(size=4096, tile=256, card_pairs=3, device="cpu", work=None, low_precisio
     cap = load_model(str(folder), device=device)
     results["rss_after_load_mb"] = round(peak_rss_mb(), 1)
     cap.describe_pairs(cap.preprocess(torch.from_numpy(before[:2])), cap.preprocess(torch.from_numpy(after[:2])))
-    ours_s, described = _describe_all(cap, before, after, batch)
+    ours_s, described = describe_all(cap, before, after, batch)
     ours_rate = n / ours_s
     results["rsicrc_pairs_per_s"] = ours_rate
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -208,13 +208,13 @@ def run(size=4096, tile=256, card_pairs=3, device="cpu", work=None, low_precisio
         low_cap = load_model(str(folder), device=device, dtype="bf16")
         low_cap.describe_pairs(low_cap.preprocess(torch.from_numpy(before[:2])),
                                low_cap.preprocess(torch.from_numpy(after[:2])))
-        low_s, _ = _describe_all(low_cap, before, after, batch)
+        low_s, _ = describe_all(low_cap, before, after, batch)
         agree_n = min(n, 2 * batch)
-        same, share = _token_agreement(_generate(cap, before[:agree_n], after[:agree_n], batch),
+        same, share = token_agreement(_generate(cap, before[:agree_n], after[:agree_n], batch),
                                        _generate(low_cap, before[:agree_n], after[:agree_n], batch))
         low = {"pairs_per_s": n / low_s, "agree_pairs": agree_n, "identical": same, "token_share": share}
         del low_cap
-        low["parity"] = _parity_agreement("bf16")
+        low["parity"] = parity_agreement("bf16")
         results["rsicrc_bf16"] = low
 
     official, vocab = load_official(folder)
@@ -225,7 +225,7 @@ def run(size=4096, tile=256, card_pairs=3, device="cpu", work=None, low_precisio
     off_rate = card_pairs / t_off.seconds
     results["official_pairs_per_s"] = off_rate
     results["speedup"] = ours_rate / off_rate
-    same_own, _ = _token_agreement([c[0] for c in card], ours_tokens)
+    same_own, _ = token_agreement([c[0] for c in card], ours_tokens)
     results["tokens_identical_own_preprocessing"] = f"{same_own}/{card_pairs}"
     # The same preprocessed tensors through both: the network itself must agree exactly.
     same_input = _same_input_check(official, vocab, cap, before[:card_pairs], after[:card_pairs])
